@@ -1,0 +1,1 @@
+"""Code shared by every stage: paths, the manifest, CLI errors, environment records."""

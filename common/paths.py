@@ -1,0 +1,54 @@
+"""Where every stage reads and writes. All paths hang off one artifacts root."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_artifacts_root() -> Path:
+    """ARTIFACTS in the environment wins; otherwise artifacts/ in the repository."""
+    return Path(os.environ.get("ARTIFACTS", REPO_ROOT / "artifacts")).resolve()
+
+
+@dataclass(frozen=True)
+class ArtifactPaths:
+    """The artifact layout from DESIGN.md, for one artifacts root."""
+
+    root: Path
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    def checkpoint_dir(self, model: str) -> Path:
+        return self.root / "checkpoints" / model
+
+    def tensorboard_dir(self, model: str, trainer: str) -> Path:
+        return self.root / "tensorboard" / model / trainer
+
+    def tf_model_base(self, model: str) -> Path:
+        """TF Serving's --model_base_path: it holds numeric version directories."""
+        return self.root / "models" / "tf" / model
+
+    def tf_version_dir(self, model: str, version: int) -> Path:
+        return self.tf_model_base(model) / str(version)
+
+    @property
+    def torch_model_store(self) -> Path:
+        return self.root / "models" / "torch"
+
+    @property
+    def edge_dir(self) -> Path:
+        return self.root / "models" / "edge"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run"

@@ -1,0 +1,1 @@
+"""On-device formats: TFLite (and, later, ExecuTorch and ONNX) with their measurements."""

@@ -1,0 +1,1 @@
+"""TF Serving side: SavedModel export in TF Serving's layout."""

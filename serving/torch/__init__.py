@@ -1,0 +1,1 @@
+"""TorchServe side: the model archive and its handler."""

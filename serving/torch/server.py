@@ -1,0 +1,183 @@
+"""Run the real TorchServe (pip package, Java frontend) natively with the project's config.
+
+Safe defaults: every API on 127.0.0.1, token authorization on, the model
+(registration) API off, allowed_urls limited to the local model store.
+TorchServe upstream is in limited maintenance (no security patches): keep it
+on loopback or behind a gateway you patch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.procs import free_port, log_tail, start_group, stop_group, wait_http_ok
+
+
+class ServerError(RuntimeError):
+    """A server did not start or answer; the message carries its log tail."""
+
+
+@dataclass
+class TorchServeConfig:
+    model_store: Path
+    models: list[str]  # model names; each is <model_store>/<name>.mar
+    run_dir: Path  # config, key file, logs, pid files
+    host: str = "127.0.0.1"
+    inference_port: int = 8080
+    management_port: int = 8081
+    metrics_port: int = 8082
+    grpc_inference_port: int = 7070
+    grpc_management_port: int = 7071
+    workers: int = 1
+    batch_size: int = 1
+    max_batch_delay_ms: int = 5
+    response_timeout_s: int = 120
+    token_auth: bool = True
+    max_request_bytes: int = 64 * 1024 * 1024
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def on_free_ports(cls, **kwargs) -> TorchServeConfig:
+        """A config whose five ports are free right now (for tests and parallel runs)."""
+        ports = {name: free_port() for name in ("inference_port", "management_port", "metrics_port",
+                                                 "grpc_inference_port", "grpc_management_port")}
+        return cls(**ports, **kwargs)
+
+    def properties(self) -> str:
+        """config.properties text for TorchServe 0.12."""
+        store = self.model_store.resolve()
+        models = {name: {"1.0": {"defaultVersion": True, "marName": f"{name}.mar",
+                                 "minWorkers": self.workers, "maxWorkers": self.workers,
+                                 "batchSize": self.batch_size, "maxBatchDelay": self.max_batch_delay_ms,
+                                 "responseTimeout": self.response_timeout_s}} for name in self.models}
+        settings = {
+            "inference_address": f"http://{self.host}:{self.inference_port}",
+            "management_address": f"http://127.0.0.1:{self.management_port}",
+            "metrics_address": f"http://127.0.0.1:{self.metrics_port}",
+            "grpc_inference_address": self.host,
+            "grpc_inference_port": str(self.grpc_inference_port),
+            "grpc_management_address": "127.0.0.1",
+            "grpc_management_port": str(self.grpc_management_port),
+            "enable_grpc_ssl": "false",
+            "model_store": str(store),
+            "load_models": ",".join(f"{name}.mar" for name in self.models),
+            "models": json.dumps(models),
+            "allowed_urls": f"file://{re.escape(str(store))}/.*",
+            "enable_model_api": "false",
+            "disable_token_authorization": "false" if self.token_auth else "true",
+            "default_workers_per_model": str(self.workers),
+            "max_request_size": str(self.max_request_bytes),
+            "max_response_size": str(self.max_request_bytes),
+            "install_py_dep_per_model": "false",
+            "enable_envvars_config": "false",
+            "metrics_mode": "prometheus",
+            **self.extra,
+        }
+        return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+    @property
+    def key_file(self) -> Path:
+        return self.run_dir / "key_file.json"
+
+    @property
+    def log_file(self) -> Path:
+        return self.run_dir / "torchserve.log"
+
+
+def read_keys(key_file: Path) -> dict[str, str]:
+    """The tokens TorchServe wrote: {'inference': ..., 'management': ..., 'API': ...}."""
+    data = json.loads(key_file.read_text(encoding="utf-8"))
+    return {api: entry["key"] for api, entry in data.items()}
+
+
+def _torchserve_binary() -> str:
+    beside = Path(sys.executable).with_name("torchserve")
+    found = str(beside) if beside.exists() else shutil.which("torchserve")
+    if not found:
+        raise ServerError("torchserve is not installed; run 'make setup'")
+    if not shutil.which("java"):
+        raise ServerError("TorchServe needs Java 17 on PATH (java not found)")
+    return found
+
+
+class TorchServe:
+    """One TorchServe instance: start() writes the config and waits until every model answers."""
+
+    def __init__(self, config: TorchServeConfig) -> None:
+        self.config = config
+        self.process = None
+
+    def start(self, timeout: float = 180.0) -> TorchServe:
+        cfg = self.config
+        cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        for name in cfg.models:
+            if not (cfg.model_store / f"{name}.mar").is_file():
+                raise ServerError(f"no archive {cfg.model_store / name}.mar; run 'make export' first")
+        config_file = cfg.run_dir / "config.properties"
+        config_file.write_text(cfg.properties(), encoding="utf-8")
+        tmp = cfg.run_dir / "tmp"  # TorchServe keeps its pid file in $TMPDIR: one per instance
+        tmp.mkdir(exist_ok=True)
+        cfg.key_file.unlink(missing_ok=True)
+        env = {**os.environ, "TMPDIR": str(tmp), "TEMP": str(tmp), "LOG_LOCATION": str(cfg.run_dir / "logs"),
+               "METRICS_LOCATION": str(cfg.run_dir / "logs")}
+        command = [_torchserve_binary(), "--start", "--foreground", "--ncs", "--ts-config", str(config_file),
+                   "--model-store", str(cfg.model_store.resolve())]
+        if not cfg.token_auth:
+            command.append("--disable-token-auth")
+        self.process = start_group(command, cfg.log_file, cwd=cfg.run_dir, env=env)
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        cfg = self.config
+        alive = lambda: self.process.poll() is None  # noqa: E731
+        ping = f"http://127.0.0.1:{cfg.inference_port}/ping"
+        if not self._wait_key_file(timeout) or not wait_http_ok(ping, timeout, alive, self.auth_headers()):
+            self.stop()
+            raise ServerError(f"TorchServe did not become ready:\n{log_tail(cfg.log_file)}")
+        for name in cfg.models:
+            headers = self.auth_headers("management")
+            status = f"http://127.0.0.1:{cfg.management_port}/models/{name}"
+            if not wait_http_ok(status, timeout, alive, headers) or not self._workers_ready(name, timeout):
+                self.stop()
+                raise ServerError(f"TorchServe did not load {name}:\n{log_tail(cfg.log_file)}")
+
+    def _wait_key_file(self, timeout: float) -> bool:
+        """With token auth on, TorchServe writes key_file.json once its APIs are up."""
+        deadline = time.monotonic() + timeout
+        while self.config.token_auth and not self.config.key_file.exists():
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                return False
+            time.sleep(0.2)
+        return True
+
+    def _workers_ready(self, name: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        url = f"http://127.0.0.1:{self.config.management_port}/models/{name}"
+        while time.monotonic() < deadline and self.process.poll() is None:
+            request = urllib.request.Request(url, headers=self.auth_headers("management"))
+            with urllib.request.urlopen(request, timeout=5) as response:
+                workers = json.load(response)[0].get("workers", [])
+            if workers and all(worker.get("status") == "READY" for worker in workers):
+                return True
+            time.sleep(0.5)
+        return False
+
+    def auth_headers(self, api: str = "inference") -> dict[str, str]:
+        if not self.config.token_auth:
+            return {}
+        return {"Authorization": f"Bearer {read_keys(self.config.key_file)[api]}"}
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_group(self.process.pid)
+            self.process.wait(timeout=5)
+            self.process = None

@@ -1,0 +1,1 @@
+"""The shared training stage: one architecture, one training run, weights for both frameworks."""

@@ -1,0 +1,55 @@
+"""The training stage's output: weights, the test set and what produced them.
+
+artifacts/checkpoints/<model>/
+  weights.npz       neutral-layout weights (training/transfer.py), no pickles
+  test_set.npz      the held-out test images and labels every parity check uses
+  calibration.npz   a sample of training images for quantization calibration
+  checkpoint.json   spec, labels, normalization, trainer, seed, accuracy, history
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.errors import UsageError
+from training.spec import ModelSpec, get_spec
+from training.transfer import Weights, load_weights
+
+
+@dataclass
+class Checkpoint:
+    directory: Path
+    meta: dict[str, Any]
+
+    @property
+    def spec(self) -> ModelSpec:
+        base = get_spec(self.meta["profile"])
+        return base.with_input(tuple(self.meta["input_shape"]), len(self.meta["labels"]))
+
+    @property
+    def trainer(self) -> str:
+        return self.meta["trainer"]
+
+    def weights(self) -> Weights:
+        return load_weights(str(self.directory / "weights.npz"))
+
+    def test_set(self) -> tuple[np.ndarray, np.ndarray]:
+        with np.load(self.directory / "test_set.npz", allow_pickle=False) as data:
+            return data["images"], data["labels"]
+
+    def calibration_images(self) -> np.ndarray:
+        with np.load(self.directory / "calibration.npz", allow_pickle=False) as data:
+            return data["images"]
+
+
+def load_checkpoint(directory: Path) -> Checkpoint:
+    """Open a checkpoint directory, or raise UsageError saying how to make one."""
+    meta_file = directory / "checkpoint.json"
+    if not meta_file.is_file():
+        raise UsageError(f"no checkpoint at {directory}; run 'make train' (python -m training train) first")
+    return Checkpoint(directory, json.loads(meta_file.read_text(encoding="utf-8")))

@@ -1,0 +1,74 @@
+"""Typed configuration of the training stage, with defaults that run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.errors import UsageError
+from common.paths import ArtifactPaths, default_artifacts_root
+
+TRAINERS = ("torch", "tf")
+
+# Per-profile training defaults. mobilenet is trained briefly (one epoch on a
+# subset): it exists for realistic serving cost, not accuracy, and the
+# manifest marks it so.
+PROFILE_DEFAULTS = {
+    "tiny": {"epochs": 20, "max_train_images": None, "trained_briefly": False},
+    "mobilenet": {"epochs": 1, "max_train_images": 256, "trained_briefly": True},
+}
+
+
+@dataclass
+class TrainConfig:
+    profile: str = "tiny"
+    trainer: str = "torch"
+    data: str = "digits"  # 'digits' or an image folder with one subfolder per class
+    model_name: str | None = None  # defaults to the profile name
+    epochs: int | None = None  # defaults per profile
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    seed: int = 0
+    max_train_images: int | None = None
+    artifacts: Path = field(default_factory=default_artifacts_root)
+
+    def __post_init__(self) -> None:
+        if self.trainer not in TRAINERS:
+            raise UsageError(f"unknown trainer {self.trainer!r}; choose one of: {', '.join(TRAINERS)}")
+        defaults = PROFILE_DEFAULTS.get(self.profile, PROFILE_DEFAULTS["tiny"])
+        self.epochs = defaults["epochs"] if self.epochs is None else self.epochs
+        if self.max_train_images is None:
+            self.max_train_images = defaults["max_train_images"]
+        if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
+            raise UsageError("epochs and batch size must be at least 1 and the learning rate positive")
+        self.model_name = self.model_name or self.profile
+        self.artifacts = Path(self.artifacts)
+
+    @property
+    def trained_briefly(self) -> bool:
+        return PROFILE_DEFAULTS.get(self.profile, {}).get("trained_briefly", False)
+
+    @property
+    def paths(self) -> ArtifactPaths:
+        return ArtifactPaths(self.artifacts)
+
+
+@dataclass
+class ExportConfig:
+    model_name: str = "tiny"
+    version: int = 1  # TF Serving version directory and .mar version
+    max_batch: int = 256  # largest batch a server accepts and the exported program allows
+    max_request_bytes: int = 64 * 1024 * 1024
+    tolerance: float = 1e-5  # max |delta| of probabilities for float32 formats
+    artifacts: Path = field(default_factory=default_artifacts_root)
+
+    def __post_init__(self) -> None:
+        if self.version < 1:
+            raise UsageError("version must be a positive integer (TF Serving version directory)")
+        if self.max_batch < 1:
+            raise UsageError("max batch must be at least 1")
+        self.artifacts = Path(self.artifacts)
+
+    @property
+    def paths(self) -> ArtifactPaths:
+        return ArtifactPaths(self.artifacts)

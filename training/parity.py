@@ -1,0 +1,46 @@
+"""The parity gate: an exported format must compute the reference model's function."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+class ParityError(RuntimeError):
+    """An export drifted from the reference; the message names the format and the worst sample."""
+
+
+@dataclass
+class ParityReport:
+    format: str
+    samples: int
+    max_abs_delta: float
+    worst_sample: int
+    top1_agreement: float
+    tolerance: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def compare(fmt: str, reference: np.ndarray, candidate: np.ndarray, tolerance: float) -> ParityReport:
+    """Max |delta| of probabilities and top-1 agreement over every sample."""
+    if candidate.shape != reference.shape:
+        raise ParityError(f"{fmt}: output shape {candidate.shape} differs from the reference {reference.shape}")
+    per_sample = np.abs(candidate.astype(np.float64) - reference.astype(np.float64)).max(axis=1)
+    worst = int(per_sample.argmax())
+    agreement = float((candidate.argmax(1) == reference.argmax(1)).mean())
+    return ParityReport(fmt, len(reference), float(per_sample[worst]), worst, agreement, tolerance)
+
+
+def check(fmt: str, reference: np.ndarray, candidate: np.ndarray, tolerance: float) -> ParityReport:
+    """compare(), raising ParityError unless max |delta| <= tolerance and top-1 agreement is 100%."""
+    report = compare(fmt, reference, candidate, tolerance)
+    if report.max_abs_delta > tolerance or report.top1_agreement < 1.0:
+        worst = report.worst_sample
+        raise ParityError(
+            f"parity gate failed for {fmt}: max |delta| {report.max_abs_delta:.3g} (tolerance {tolerance:g}), "
+            f"top-1 agreement {report.top1_agreement:.2%}; worst is test sample {worst} "
+            f"(reference class {int(reference[worst].argmax())}, {fmt} class {int(candidate[worst].argmax())})")
+    return report
