@@ -29,7 +29,7 @@ def _parser() -> OneLineArgumentParser:
     train = commands.add_parser("train", help="train one profile in one framework and write a checkpoint")
     train.add_argument("--profile", default=os.environ.get("PROFILE", "tiny"), help="tiny (default) or mobilenet")
     train.add_argument("--trainer", default=os.environ.get("TRAINER", "torch"), help="torch (default) or tf")
-    train.add_argument("--data", default="digits", 
+    train.add_argument("--data", default="digits",
                        help="'digits' (bundled) or an image folder, one subfolder per class")
     train.add_argument("--model-name", help="name of the model in every artifact (default: the profile)")
     train.add_argument("--epochs", type=int, help="epochs (default per profile: tiny 20, mobilenet 1)")
@@ -54,19 +54,22 @@ def main(argv: list[str] | None = None) -> int:
         from training.spec import get_spec
         from training.train import run_training
 
-        get_spec(args.profile)  # reject an unknown profile before loading any framework
+        get_spec(args.profile)
         cfg = TrainConfig(profile=args.profile, trainer=args.trainer, data=args.data, model_name=args.model_name,
                           epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                           seed=args.seed, max_train_images=args.max_train_images, artifacts=args.artifacts)
         run_training(cfg)
         return 0
 
+    from training.checkpoint import load_checkpoint
     from training.config import ExportConfig
-    from training.export import format_table, run_export
-    from training.parity import ParityError
 
     cfg = ExportConfig(model_name=args.model, version=args.version, max_batch=args.max_batch,
                        tolerance=args.tolerance, artifacts=args.artifacts)
+    load_checkpoint(cfg.paths.checkpoint_dir(cfg.model_name))  # a clear error before the frameworks load
+    from training.export import format_table, run_export
+    from training.parity import ParityError
+
     try:
         entries = run_export(cfg)
     except ParityError as exc:

@@ -18,7 +18,25 @@ import numpy as np
 
 from common.errors import UsageError
 from training.spec import ModelSpec, get_spec
-from training.transfer import Weights, load_weights
+
+Weights = dict[str, dict[str, np.ndarray]]  # {layer name: {weight name: array}}, Keras layouts
+
+
+def save_weights(weights: Weights, path: str) -> None:
+    """Store the neutral dict as an .npz with keys 'layer/weight'."""
+    flat = {f"{layer}/{name}": array for layer, entry in weights.items() for name, array in entry.items()}
+    np.savez(path, **flat)
+
+
+def load_weights(path: str) -> Weights:
+    """Read an .npz written by save_weights (no pickles allowed)."""
+    weights: Weights = {}
+    with np.load(path, allow_pickle=False) as data:
+        for key in data.files:
+            layer, name = key.split("/", 1)
+            weights.setdefault(layer, {})[name] = data[key]
+    return weights
+
 
 
 @dataclass

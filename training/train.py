@@ -9,12 +9,10 @@ import numpy as np
 
 from common.environment import host_record, package_versions
 from common.fsutil import publish, staging_dir
-from training.checkpoint import Checkpoint, load_checkpoint
+from training.checkpoint import Checkpoint, load_checkpoint, save_weights
 from training.config import TrainConfig
 from training.data import Dataset, load_dataset
-from training.reference import build_both
 from training.spec import get_spec
-from training.transfer import save_weights
 
 CALIBRATION_IMAGES = 256
 
@@ -64,6 +62,8 @@ def run_training(cfg: TrainConfig) -> Checkpoint:
             "trained_briefly": cfg.trained_briefly, "train_seconds": round(train_seconds, 2),
             "history": history, "tools": package_versions(), "host": host_record(),
         }
+        from training.reference import build_both  # imports both frameworks: only once input is valid
+
         checkpoint = Checkpoint(scratch, meta)
         x_test, y_test = data.x_test, data.y_test
         probabilities = build_both(checkpoint).reference_probabilities(x_test)

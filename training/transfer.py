@@ -2,7 +2,7 @@
 
 Weights travel as a framework-neutral dict, {layer name: {weight name: array}},
 in Keras's layouts (kernels HWIO). The same dict is the checkpoint format
-(a .npz, which loads without unpickling anything).
+(training/checkpoint.py stores it as an .npz).
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ import keras
 import numpy as np
 import torch
 
+from training.checkpoint import Weights
 from training.spec import ModelSpec
 from training.torch_model import SpecNet
-
-Weights = dict[str, dict[str, np.ndarray]]
 
 _BN_KEYS = ("gamma", "beta", "moving_mean", "moving_variance")
 
@@ -87,22 +86,6 @@ def weights_to_torch(weights: Weights, model: SpecNet) -> None:
                 module.weight.copy_(torch.from_numpy(entry["kernel"].transpose(2, 3, 0, 1).copy()))
             else:
                 module.weight.copy_(torch.from_numpy(entry["kernel"].transpose(3, 2, 0, 1).copy()))
-
-
-def save_weights(weights: Weights, path: str) -> None:
-    """Store the neutral dict as an .npz with keys 'layer/weight'."""
-    flat = {f"{layer}/{name}": array for layer, entry in weights.items() for name, array in entry.items()}
-    np.savez(path, **flat)
-
-
-def load_weights(path: str) -> Weights:
-    """Read an .npz written by save_weights (no pickles allowed)."""
-    weights: Weights = {}
-    with np.load(path, allow_pickle=False) as data:
-        for key in data.files:
-            layer, name = key.split("/", 1)
-            weights.setdefault(layer, {})[name] = data[key]
-    return weights
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:

@@ -1,0 +1,34 @@
+"""Shared fixtures: one real training run and export into a temporary artifacts root."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from common.paths import REPO_ROOT, ArtifactPaths  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory) -> ArtifactPaths:
+    """The tiny profile trained with the default trainer and exported, as `make demo` does."""
+    from training.config import ExportConfig, TrainConfig
+    from training.export import run_export
+    from training.train import run_training
+
+    root = tmp_path_factory.mktemp("artifacts")
+    run_training(TrainConfig(artifacts=root))
+    run_export(ExportConfig(model_name="tiny", artifacts=root))
+    return ArtifactPaths(root)
+
+
+def run_module(*args: str, cwd: Path = REPO_ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m <args>` from the repository as a user would, capturing output."""
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=600)

@@ -1,0 +1,106 @@
+"""Export tests: the manifest tells the truth, formats load on their own, the parity gate bites."""
+
+import json
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+from common.fsutil import sha256_of
+from serving.tf.export import export_savedmodel, run_savedmodel
+from training.checkpoint import load_checkpoint
+from training.parity import ParityError, check
+from training.reference import build_both
+
+
+def _manifest(artifacts):
+    return json.loads(artifacts.manifest.read_text())
+
+
+def test_manifest_sha256_and_sizes_match_the_files(artifacts):
+    entries = _manifest(artifacts)["artifacts"]
+    assert {entry["format"] for entry in entries} == {"tf-savedmodel", "tflite-float32", "torchserve-mar"}
+    for entry in entries:
+        path = artifacts.root / entry["path"]
+        files = entry.get("files") or [entry]
+        for item in files:
+            file = artifacts.root / item["path"]
+            assert file.stat().st_size == item["bytes"], item["path"]
+            assert sha256_of(file) == item["sha256"], item["path"]
+        if path.is_dir():
+            assert sum(f["bytes"] for f in files) == entry["bytes"]
+            assert {str(p.relative_to(artifacts.root)) for p in path.rglob("*") if p.is_file()} == \
+                {f["path"] for f in files}
+
+
+def test_manifest_records_parity_accuracy_and_tools(artifacts):
+    manifest = _manifest(artifacts)
+    model = manifest["models"]["tiny"]
+    for entry in manifest["artifacts"]:
+        assert entry["parity"]["samples"] == 270
+        assert entry["parity"]["max_abs_delta"] <= 1e-5
+        assert entry["parity"]["top1_agreement"] == 1.0
+        assert entry["test_accuracy"] == pytest.approx(model["test_accuracy"])
+        assert entry["tools"]
+    assert model["tools"]["torch"].startswith("2.13.0") and model["tools"]["tensorflow"] == "2.21.0"
+
+
+SAVEDMODEL_ALONE = """
+import sys, numpy as np, tensorflow as tf
+PROJECT = {'training', 'serving', 'common', 'edge', 'loadtests'}
+signature = tf.saved_model.load(sys.argv[1]).signatures['serving_default']
+images = np.load(sys.argv[2])
+inputs = signature.structured_input_signature[1]
+assert list(inputs) == ['images'] and inputs['images'].dtype == tf.float32, inputs
+np.save(sys.argv[3], signature(images=tf.constant(images))['probabilities'].numpy())
+assert not PROJECT & {m.split('.')[0] for m in sys.modules}, 'project code was imported'
+"""
+
+
+def test_savedmodel_loads_in_a_fresh_interpreter_without_this_repo(artifacts, tmp_path):
+    images, _ = load_checkpoint(artifacts.checkpoint_dir("tiny")).test_set()
+    np.save(tmp_path / "images.npy", images[:32])
+    script = tmp_path / "alone.py"
+    script.write_text(SAVEDMODEL_ALONE)
+    version_dir = artifacts.tf_version_dir("tiny", 1)
+    done = subprocess.run([sys.executable, "-I", str(script), str(version_dir), str(tmp_path / "images.npy"),
+                           str(tmp_path / "out.npy")], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    reference = build_both(load_checkpoint(artifacts.checkpoint_dir("tiny"))).reference_probabilities(images[:32])
+    assert np.abs(np.load(tmp_path / "out.npy") - reference).max() <= 1e-5
+
+
+def test_mar_holds_an_exported_program_and_no_pickles(artifacts):
+    with zipfile.ZipFile(artifacts.torch_model_store / "tiny.mar") as archive:
+        names = set(archive.namelist())
+        manifest = json.loads(archive.read("MAR-INF/MANIFEST.json"))
+        meta = json.loads(archive.read("model_meta.json"))
+    assert {"model.pt2", "handler.py", "rest_codec.py", "model_meta.json"} <= names
+    assert not [n for n in names if n.endswith((".pkl", ".pth", ".pickle"))]
+    assert manifest["model"]["handler"] == "handler.py"
+    assert meta["input_shape"] == [32, 32, 1] and meta["labels"] == [str(d) for d in range(10)]
+
+
+def test_tflite_has_a_named_serving_signature(artifacts):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(artifacts.edge_dir / "tiny_float32.tflite"))
+    signatures = interpreter.get_signature_list()
+    assert signatures["serving_default"]["inputs"] == ["images"]
+    assert signatures["serving_default"]["outputs"] == ["probabilities"]
+
+
+def test_parity_gate_fails_when_one_weight_is_perturbed(artifacts, tmp_path):
+    checkpoint = load_checkpoint(artifacts.checkpoint_dir("tiny"))
+    models = build_both(checkpoint)
+    images, _ = checkpoint.test_set()
+    reference = models.reference_probabilities(images)
+    head = models.keras_model.get_layer("head")
+    kernel, bias = head.get_weights()
+    kernel[0, 0] += 0.5  # one weight of 19,786
+    head.set_weights([kernel, bias])
+    tampered = export_savedmodel(models.keras_model, tmp_path / "1")
+    with pytest.raises(ParityError, match=r"tf-savedmodel.*worst is test sample \d+"):
+        check("tf-savedmodel", reference, run_savedmodel(tampered, images), 1e-5)

@@ -1,0 +1,84 @@
+"""The .mar in the real TorchServe: TF Serving's REST body in, predictions out, bad input 400."""
+
+import json
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from common.procs import port_open
+from serving.torch.server import TorchServe, TorchServeConfig
+from training.checkpoint import load_checkpoint
+from training.reference import build_both
+
+
+@pytest.fixture(scope="module")
+def torchserve(artifacts, tmp_path_factory):
+    config = TorchServeConfig.on_free_ports(model_store=artifacts.torch_model_store, models=["tiny"],
+                                            run_dir=tmp_path_factory.mktemp("torchserve"), batch_size=4)
+    server = TorchServe(config).start()
+    yield server
+    server.stop()
+    assert not port_open(config.inference_port), "TorchServe still listening after stop()"
+
+
+def _post(server, body: bytes, headers=None):
+    url = f"http://127.0.0.1:{server.config.inference_port}/predictions/tiny"
+    headers = server.auth_headers() if headers is None else headers
+    request = urllib.request.Request(url, data=body, headers={**headers, "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.fixture(scope="module")
+def test_images(artifacts):
+    checkpoint = load_checkpoint(artifacts.checkpoint_dir("tiny"))
+    images, _ = checkpoint.test_set()
+    return images[:8], build_both(checkpoint).reference_probabilities(images[:8])
+
+
+@pytest.mark.parametrize("wrap", ["instances", "named_instances", "inputs", "named_inputs"])
+def test_predictions_equal_the_reference_in_every_body_format(torchserve, test_images, wrap):
+    images, reference = test_images
+    rows = images.tolist()
+    body = {"instances": rows, "named_instances": [{"images": r} for r in rows],
+            "inputs": rows, "named_inputs": {"images": rows}}[wrap]
+    key = "inputs" if "inputs" in wrap else "instances"
+    status, answer = _post(torchserve, json.dumps({key: body}).encode())
+    assert status == 200
+    assert np.abs(np.asarray(answer["predictions"]) - reference).max() <= 1e-5
+
+
+def test_a_request_without_the_token_is_refused(torchserve, test_images):
+    status, answer = _post(torchserve, json.dumps({"instances": test_images[0][:1].tolist()}).encode(), headers={})
+    assert status == 400 and answer["type"] == "InvalidKeyException"
+
+
+BAD_BODIES = {
+    "malformed JSON": (b'{"instances": [1, 2', "malformed JSON"),
+    "wrong shape": (b'{"instances": [[1, 2, 3]]}', "expected [1, 32, 32, 1]"),
+    "strings": (json.dumps({"instances": [[["a"] * 32] * 32]}).encode(), "must be numbers"),
+    "NaN": (b'{"instances": [' + json.dumps(np.zeros((32, 32, 1)).tolist()).replace("0.0", "NaN", 1).encode()
+            + b"]}", "NaN or infinite"),
+    "empty batch": (b'{"instances": []}', "empty batch"),
+    "over the batch limit": (json.dumps({"instances": np.zeros((257, 32, 32, 1)).tolist()}).encode(),
+                             "over the limit of 256"),
+    "unknown signature": (b'{"signature_name": "other", "instances": [[1]]}', "unknown signature_name"),
+    "neither key": (b'{"signature_name": "serving_default"}', "exactly one of"),
+    "unknown key": (b'{"images": [[1]]}', "unknown request keys"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_BODIES))
+def test_bad_input_gets_400_with_a_message_and_the_server_keeps_serving(torchserve, test_images, case):
+    body, message = BAD_BODIES[case]
+    status, answer = _post(torchserve, body)
+    assert status == 400
+    assert message in answer["error"]
+    images, reference = test_images
+    status, answer = _post(torchserve, json.dumps({"instances": images[:2].tolist()}).encode())
+    assert status == 200 and np.argmax(answer["predictions"], 1).tolist() == reference[:2].argmax(1).tolist()
