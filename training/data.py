@@ -57,6 +57,17 @@ def load_digits_images() -> tuple[np.ndarray, np.ndarray, list[str]]:
     return digits.images.astype(np.float32) / 16.0, digits.target.astype(np.int64), [str(d) for d in range(10)]
 
 
+def load_image(file: Path, size: tuple[int, int], channels: int) -> np.ndarray:
+    """One image file as HWC float32 in [0, 1]: grayscale for 1 channel, RGB for 3, bilinear resize."""
+    try:
+        with Image.open(file) as image:
+            pixels = image.convert("L" if channels == 1 else "RGB").resize((size[1], size[0]), Image.BILINEAR)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UsageError(f"cannot read image {file}: {exc}") from None
+    array = np.asarray(pixels, dtype=np.float32) / 255.0
+    return array[..., None] if channels == 1 else array
+
+
 def load_image_folder(root: Path, size: tuple[int, int], channels: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Read root/<class>/<image> into NHWC float32 in [0, 1]; classes sorted by name."""
     if not root.is_dir():
@@ -64,20 +75,13 @@ def load_image_folder(root: Path, size: tuple[int, int], channels: int) -> tuple
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(classes) < 2:
         raise UsageError(f"image folder {root} has {len(classes)} class subfolder(s); at least 2 are needed")
-    mode = "L" if channels == 1 else "RGB"
     images, labels = [], []
     for label, name in enumerate(classes):
         files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise UsageError(f"class folder {root / name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         for file in files:
-            try:
-                with Image.open(file) as image:
-                    pixels = image.convert(mode).resize((size[1], size[0]), Image.BILINEAR)
-            except (UnidentifiedImageError, OSError) as exc:
-                raise UsageError(f"cannot read image {file}: {exc}") from None
-            array = np.asarray(pixels, dtype=np.float32) / 255.0
-            images.append(array[..., None] if channels == 1 else array)
+            images.append(load_image(file, size, channels))
             labels.append(label)
     return np.stack(images), np.asarray(labels, dtype=np.int64), classes
 
