@@ -12,10 +12,10 @@ STAMP    := $(VENV)/.installed-lock
 export PROFILE TRAINER MODEL
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train export demo test lint clean
+.PHONY: help setup protos train export deploy deploy-tf deploy-torch smoke undeploy status predict demo test lint clean
 
 help: ## List every target with one line each
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 setup: $(STAMP) ## Create .venv from requirements.lock (does nothing when it is up to date)
 
@@ -32,9 +32,35 @@ train: setup ## Train PROFILE (default tiny) with TRAINER (default torch) into a
 export: setup ## Export SavedModel, TorchServe .mar and TFLite, gated on parity; print the table
 	$(PY) -m training export --model $(MODEL)
 
-demo: setup ## End to end on this machine: setup, train, export with the parity gate
+protos: setup ## Generate TorchServe gRPC stubs from the protos inside the installed TorchServe jar
+	$(PY) -m serving.torch.protos
+
+deploy-tf: protos ## Start TF Serving (compose image, official binary, or the local drop-in) and smoke it
+	$(PY) -m serving deploy --target tf
+
+deploy-torch: protos ## Start the real TorchServe natively (token auth on) and smoke it
+	$(PY) -m serving deploy --target torch
+
+deploy: protos ## deploy-tf and deploy-torch
+	$(PY) -m serving deploy --target all
+
+smoke: protos ## Predict test images on all four transports and check the argmax against the reference
+	$(PY) -m serving smoke --target all
+
+undeploy: ## Stop exactly what deploy started; no port is left listening
+	$(PY) -m serving undeploy
+
+status: ## Show what deploy started (server identity, ports, knobs)
+	$(PY) -m serving status
+
+predict: protos ## One prediction for humans: make predict TARGET=tf-grpc IMAGE=digit.png
+	$(PY) -m serving predict --target $(or $(TARGET),tf-rest) --image $(IMAGE)
+
+demo: setup ## End to end on this machine: train, export (parity gate), deploy both servers, smoke, undeploy
 	$(MAKE) --no-print-directory train
 	$(MAKE) --no-print-directory export
+	$(MAKE) --no-print-directory deploy || { $(MAKE) --no-print-directory undeploy; exit 1; }
+	$(MAKE) --no-print-directory undeploy
 	@echo "demo: done; artifacts and manifest.json are in artifacts/"
 
 test: setup ## Run the test suite (real TorchServe, real TensorFlow)

@@ -120,3 +120,12 @@ def _kind_name(array: np.ndarray) -> str:
 def encode_predictions(probabilities: np.ndarray) -> dict[str, list]:
     """The REST answer for a batch of probability rows."""
     return {"predictions": [[float(p) if math.isfinite(p) else None for p in row] for row in probabilities]}
+
+
+def encode_instances(images: np.ndarray) -> bytes:
+    """A row-format predict body for a float32 image batch (what the clients send).
+
+    Each float32 widens exactly to a Python float whose repr JSON writes, so a
+    server that parses and narrows back to float32 gets the very same values.
+    """
+    return json.dumps({"instances": np.asarray(images, dtype=np.float32).tolist()}).encode("utf-8")

@@ -15,6 +15,7 @@ import shutil
 import sys
 import time
 import urllib.request
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,7 +55,7 @@ class TorchServeConfig:
     def properties(self) -> str:
         """config.properties text for TorchServe 0.12."""
         store = self.model_store.resolve()
-        models = {name: {"1.0": {"defaultVersion": True, "marName": f"{name}.mar",
+        models = {name: {mar_version(store / f"{name}.mar"): {"defaultVersion": True, "marName": f"{name}.mar",
                                  "minWorkers": self.workers, "maxWorkers": self.workers,
                                  "batchSize": self.batch_size, "maxBatchDelay": self.max_batch_delay_ms,
                                  "responseTimeout": self.response_timeout_s}} for name in self.models}
@@ -90,6 +91,15 @@ class TorchServeConfig:
     @property
     def log_file(self) -> Path:
         return self.run_dir / "torchserve.log"
+
+
+def mar_version(mar: Path) -> str:
+    """The model version torch-model-archiver wrote into the archive's manifest."""
+    try:
+        with zipfile.ZipFile(mar) as archive:
+            return str(json.loads(archive.read("MAR-INF/MANIFEST.json"))["model"]["modelVersion"])
+    except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError):
+        return "1.0"  # TorchServe's own default when a version cannot be read
 
 
 def read_keys(key_file: Path) -> dict[str, str]:

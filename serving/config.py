@@ -1,0 +1,68 @@
+"""Typed deployment settings, read from the environment with defaults that run."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.errors import UsageError
+from common.paths import REPO_ROOT, ArtifactPaths, default_artifacts_root
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, str(default))
+    try:
+        return int(value)
+    except ValueError:
+        raise UsageError(f"{name} must be an integer, got {value!r}") from None
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "true" if default else "false").lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise UsageError(f"{name} must be true or false, got {value!r}")
+    return value in ("true", "1", "yes")
+
+
+@dataclass
+class DeployConfig:
+    """Ports are TF Serving's and TorchServe's usual ones; every knob has an environment variable."""
+
+    model: str = field(default_factory=lambda: os.environ.get("MODEL", os.environ.get("PROFILE", "tiny")))
+    artifacts: Path = field(default_factory=default_artifacts_root)
+    host: str = field(default_factory=lambda: os.environ.get("BIND_ADDRESS", "127.0.0.1"))
+    tf_grpc_port: int = field(default_factory=lambda: _env_int("TF_GRPC_PORT", 8500))
+    tf_rest_port: int = field(default_factory=lambda: _env_int("TF_REST_PORT", 8501))
+    tf_enable_batching: bool = field(default_factory=lambda: _env_bool("TF_ENABLE_BATCHING", True))
+    tf_batching_file: Path = field(default_factory=lambda: Path(
+        os.environ.get("TF_BATCHING_FILE", REPO_ROOT / "serving/tf/batching.config")))
+    tf_server: str = field(default_factory=lambda: os.environ.get("TF_SERVER", "auto"))  # auto|compose|binary|dropin
+    ts_inference_port: int = field(default_factory=lambda: _env_int("TS_INFERENCE_PORT", 8080))
+    ts_management_port: int = field(default_factory=lambda: _env_int("TS_MANAGEMENT_PORT", 8081))
+    ts_metrics_port: int = field(default_factory=lambda: _env_int("TS_METRICS_PORT", 8082))
+    ts_grpc_port: int = field(default_factory=lambda: _env_int("TS_GRPC_PORT", 7070))
+    ts_grpc_management_port: int = field(default_factory=lambda: _env_int("TS_GRPC_MANAGEMENT_PORT", 7071))
+    ts_workers: int = field(default_factory=lambda: _env_int("TS_WORKERS", 1))
+    ts_batch_size: int = field(default_factory=lambda: _env_int("TS_BATCH_SIZE", 8))
+    ts_max_batch_delay_ms: int = field(default_factory=lambda: _env_int("TS_MAX_BATCH_DELAY_MS", 5))
+    ts_token_auth: bool = field(default_factory=lambda: _env_bool("TS_TOKEN_AUTH", True))
+    ready_timeout_s: float = field(default_factory=lambda: float(_env_int("READY_TIMEOUT_S", 180)))
+
+    def __post_init__(self) -> None:
+        if self.tf_server not in ("auto", "compose", "binary", "dropin"):
+            raise UsageError(f"TF_SERVER must be auto, compose, binary or dropin, got {self.tf_server!r}")
+        if min(self.ts_workers, self.ts_batch_size) < 1 or self.ts_max_batch_delay_ms < 0:
+            raise UsageError("TS_WORKERS and TS_BATCH_SIZE must be at least 1, TS_MAX_BATCH_DELAY_MS at least 0")
+
+    @property
+    def paths(self) -> ArtifactPaths:
+        return ArtifactPaths(Path(self.artifacts))
+
+    @property
+    def run_dir(self) -> Path:
+        return self.paths.run_dir
+
+    def port_of(self, target: str) -> int:
+        return {"tf-rest": self.tf_rest_port, "tf-grpc": self.tf_grpc_port,
+                "torch-rest": self.ts_inference_port, "torch-grpc": self.ts_grpc_port}[target]

@@ -1,0 +1,203 @@
+"""`make deploy-tf` / `make deploy-torch` / `make undeploy`: servers in the background, with PID files.
+
+Everything a deploy starts is recorded in artifacts/run/<server>.json (what
+runs, its identity, ports, knobs, process group, log file) so undeploy stops
+exactly that, and results can name the server that produced them.
+
+The TF side is chosen in this order, and the choice is printed: the compose
+service with the official image when a Docker engine answers; the official
+tensorflow_model_server binary when it is on PATH; the project's drop-in.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from common.paths import REPO_ROOT
+from common.procs import group_alive, log_tail, port_open, start_group, stop_group, wait_http_ok
+from serving.config import DeployConfig
+from serving.tf.dropin import SERVER_IDENTITY as DROPIN_IDENTITY
+from serving.torch.server import ServerError, TorchServe, TorchServeConfig
+
+
+def _record_file(cfg: DeployConfig, server: str) -> Path:
+    return cfg.run_dir / f"{server}.json"
+
+
+def read_record(cfg: DeployConfig, server: str) -> dict | None:
+    """The deploy record of a running server, or None (a stale record is removed)."""
+    path = _record_file(cfg, server)
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    if record["mode"] != "compose" and not group_alive(record["pgid"]):
+        path.unlink()
+        return None
+    return record
+
+
+def _write_record(cfg: DeployConfig, server: str, record: dict) -> dict:
+    record["started"] = datetime.now(UTC).isoformat(timespec="seconds")
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    _record_file(cfg, server).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    (cfg.run_dir / f"{server}.pid").write_text(f"{record.get('pgid', '')}\n", encoding="utf-8")
+    return record
+
+
+def _check_ports_free(ports: dict[str, int]) -> None:
+    busy = [f"{name} {port}" for name, port in ports.items() if port and port_open(port)]
+    if busy:
+        raise ServerError(f"port(s) already in use by another process: {', '.join(busy)}; "
+                          "stop it or choose other ports (see README: deployment knobs)")
+
+
+# -- TF Serving -------------------------------------------------------------------------------
+def docker_engine_answers() -> bool:
+    if not shutil.which("docker"):
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except (subprocess.TimeoutExpired, OSError):
+        return False
+
+
+def choose_tf_server(cfg: DeployConfig) -> str:
+    """compose, binary or dropin, in the documented order (TF_SERVER forces one)."""
+    if cfg.tf_server != "auto":
+        return cfg.tf_server
+    if docker_engine_answers():
+        return "compose"
+    if shutil.which("tensorflow_model_server"):
+        return "binary"
+    return "dropin"
+
+
+def _tf_flags(cfg: DeployConfig) -> list[str]:
+    base = cfg.paths.tf_model_base(cfg.model)
+    flags = [f"--port={cfg.tf_grpc_port}", f"--rest_api_port={cfg.tf_rest_port}", f"--model_name={cfg.model}",
+             f"--model_base_path={base}", "--file_system_poll_wait_seconds=1",
+             f"--monitoring_config_file={REPO_ROOT / 'serving/tf/monitoring.config'}"]
+    if cfg.tf_enable_batching:
+        flags += ["--enable_batching=true", f"--batching_parameters_file={cfg.tf_batching_file}"]
+    return flags
+
+
+def _binary_identity() -> str:
+    done = subprocess.run(["tensorflow_model_server", "--version"], capture_output=True, text=True, timeout=30)
+    return f"official tensorflow_model_server ({(done.stdout or done.stderr).strip().splitlines()[0]})"
+
+
+def deploy_tf(cfg: DeployConfig) -> dict:
+    """Start TF Serving (or say it already runs) and wait until the model is AVAILABLE."""
+    running = read_record(cfg, "tf")
+    if running:
+        print(f"deploy-tf: already running ({running['identity']}, pid {running.get('pgid')}); not starting another")
+        return running
+    base = cfg.paths.tf_model_base(cfg.model)
+    if not base.is_dir():
+        raise ServerError(f"no SavedModel at {base}; run 'make export' first")
+    mode = choose_tf_server(cfg)
+    knobs = {"enable_batching": cfg.tf_enable_batching,
+             "batching_parameters_file": str(cfg.tf_batching_file) if cfg.tf_enable_batching else None}
+    ports = {"grpc": cfg.tf_grpc_port, "rest": cfg.tf_rest_port}
+    _check_ports_free(ports)
+    log_file = cfg.run_dir / "tf.log"
+    if mode == "compose":
+        identity = "official TF Serving image (docker compose service tf-serving)"
+        env = {**_environ(), "MODEL": cfg.model}
+        subprocess.run(["docker", "compose", "up", "-d", "tf-serving"], cwd=REPO_ROOT, env=env, check=True)
+        record = {"mode": mode, "identity": identity, "pgid": None}
+    else:
+        if mode == "binary":
+            identity = _binary_identity()
+            command = ["tensorflow_model_server", *_tf_flags(cfg)]
+        else:
+            identity = DROPIN_IDENTITY
+            command = [sys.executable, "-m", "serving.tf.dropin", *_tf_flags(cfg), f"--bind_address={cfg.host}"]
+        process = start_group(command, log_file, cwd=REPO_ROOT, env=_environ())
+        record = {"mode": mode, "identity": identity, "pgid": process.pid, "command": command}
+    print(f"deploy-tf: using {identity}", flush=True)
+    record.update({"server": "tf", "model": cfg.model, "ports": ports, "knobs": knobs, "log": str(log_file)})
+    _write_record(cfg, "tf", record)
+    status_url = f"http://127.0.0.1:{cfg.tf_rest_port}/v1/models/{cfg.model}"
+    alive = (lambda: True) if mode == "compose" else (lambda: group_alive(record["pgid"]))
+    if not wait_http_ok(status_url, cfg.ready_timeout_s, alive):
+        undeploy_one(cfg, "tf")
+        raise ServerError(f"TF Serving ({mode}) did not become ready:\n{log_tail(log_file)}")
+    print(f"deploy-tf: ready: REST 127.0.0.1:{cfg.tf_rest_port}, gRPC 127.0.0.1:{cfg.tf_grpc_port}", flush=True)
+    return record
+
+
+def _environ() -> dict[str, str]:
+    import os
+
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+# -- TorchServe -------------------------------------------------------------------------------
+def torchserve_config(cfg: DeployConfig) -> TorchServeConfig:
+    return TorchServeConfig(
+        model_store=cfg.paths.torch_model_store, models=[cfg.model], run_dir=cfg.run_dir / "torchserve",
+        host=cfg.host, inference_port=cfg.ts_inference_port, management_port=cfg.ts_management_port,
+        metrics_port=cfg.ts_metrics_port, grpc_inference_port=cfg.ts_grpc_port,
+        grpc_management_port=cfg.ts_grpc_management_port, workers=cfg.ts_workers, batch_size=cfg.ts_batch_size,
+        max_batch_delay_ms=cfg.ts_max_batch_delay_ms, token_auth=cfg.ts_token_auth)
+
+
+def deploy_torch(cfg: DeployConfig) -> dict:
+    """Start the real TorchServe natively and wait until the model's workers are READY."""
+    running = read_record(cfg, "torch")
+    if running:
+        print(f"deploy-torch: already running ({running['identity']}, pid {running['pgid']}); not starting another")
+        return running
+    ts_cfg = torchserve_config(cfg)
+    ports = {"inference": ts_cfg.inference_port, "management": ts_cfg.management_port,
+             "metrics": ts_cfg.metrics_port, "grpc": ts_cfg.grpc_inference_port,
+             "grpc_management": ts_cfg.grpc_management_port}
+    _check_ports_free(ports)
+    from importlib import metadata
+
+    identity = f"TorchServe {metadata.version('torchserve')} (pip package, Java frontend)"
+    print(f"deploy-torch: using {identity}; token authorization {'on' if cfg.ts_token_auth else 'OFF'}", flush=True)
+    server = TorchServe(ts_cfg).start(timeout=cfg.ready_timeout_s)
+    record = {"server": "torch", "mode": "native", "identity": identity, "pgid": server.process.pid,
+              "model": cfg.model, "ports": ports, "log": str(ts_cfg.log_file),
+              "key_file": str(ts_cfg.key_file) if cfg.ts_token_auth else None,
+              "knobs": {"workers": cfg.ts_workers, "batch_size": cfg.ts_batch_size,
+                        "max_batch_delay_ms": cfg.ts_max_batch_delay_ms, "token_auth": cfg.ts_token_auth}}
+    _write_record(cfg, "torch", record)
+    print(f"deploy-torch: ready: REST 127.0.0.1:{ts_cfg.inference_port}, gRPC 127.0.0.1:{ts_cfg.grpc_inference_port}",
+          flush=True)
+    return record
+
+
+# -- undeploy ---------------------------------------------------------------------------------
+def undeploy_one(cfg: DeployConfig, server: str) -> bool:
+    """Stop what deploy recorded for `server`; True if something was stopped."""
+    path = _record_file(cfg, server)
+    if not path.exists():
+        return False
+    record = json.loads(path.read_text(encoding="utf-8"))
+    if record["mode"] == "compose":
+        subprocess.run(["docker", "compose", "stop", "tf-serving"], cwd=REPO_ROOT, check=False)
+    elif record.get("pgid"):
+        stop_group(record["pgid"])
+    path.unlink(missing_ok=True)
+    (cfg.run_dir / f"{server}.pid").unlink(missing_ok=True)
+    still = [p for p in record["ports"].values() if p and port_open(p)]
+    if still:
+        raise ServerError(f"{server}: port(s) {still} still listening after stop")
+    print(f"undeploy: stopped {record['identity']}", flush=True)
+    return True
+
+
+def undeploy(cfg: DeployConfig) -> None:
+    stopped = [server for server in ("tf", "torch") if undeploy_one(cfg, server)]
+    if not stopped:
+        print("undeploy: nothing was running")
+

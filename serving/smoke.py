@@ -1,0 +1,53 @@
+"""Smoke checks after a deploy: every transport answers and agrees with the reference model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from serving.config import DeployConfig
+from serving.torch.server import ServerError, read_keys
+
+TF_TARGETS = ("tf-rest", "tf-grpc")
+TORCH_TARGETS = ("torch-rest", "torch-grpc")
+SMOKE_IMAGES = 16
+
+
+def token_for(cfg: DeployConfig, target: str) -> str | None:
+    """TorchServe's inference token from the key file deploy recorded (None when auth is off)."""
+    from serving.deploy import read_record
+
+    if not target.startswith("torch"):
+        return None
+    record = read_record(cfg, "torch")
+    key_file = record.get("key_file") if record else str(cfg.run_dir / "torchserve" / "key_file.json")
+    if not key_file:
+        return None
+    try:
+        return read_keys(Path(key_file))["inference"]
+    except FileNotFoundError:
+        return None
+
+
+def smoke(cfg: DeployConfig, targets: tuple[str, ...]) -> None:
+    """Predict test images on each target; raise ServerError if an argmax differs from the reference."""
+    from serving.clients import ClientError, make_client
+    from training.checkpoint import load_checkpoint
+    from training.reference import build_both
+
+    checkpoint = load_checkpoint(cfg.paths.checkpoint_dir(cfg.model))
+    images, _ = checkpoint.test_set()
+    images = images[:SMOKE_IMAGES]
+    expected = build_both(checkpoint).reference_probabilities(images).argmax(1)
+    for target in targets:
+        try:
+            with make_client(target, host="127.0.0.1", port=cfg.port_of(target), model=cfg.model,
+                             token=token_for(cfg, target)) as client:
+                predicted = np.asarray(client.predict(images)).argmax(1)
+        except ClientError as exc:
+            raise ServerError(f"smoke {target}: {exc}") from None
+        agree = int((predicted == expected).sum())
+        if agree != len(images):
+            raise ServerError(f"smoke {target}: argmax agrees with the reference on {agree}/{len(images)} images")
+        print(f"smoke {target:<10} ok: {agree}/{len(images)} test images match the reference argmax", flush=True)

@@ -1,0 +1,128 @@
+"""Server-side batching: concurrent requests to one servable signature run as one batch.
+
+A request waits at most batch_timeout_micros for others to join it; a batch
+closes when adding the next request would pass max_batch_size. At most
+max_enqueued_batches batches wait; beyond that a request is refused
+(UNAVAILABLE), as TF Serving does. num_batch_threads threads run batches.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from serving.tf.dropin.config import BatchingParameters
+from serving.tf.dropin.errors import InvalidArgument, Unavailable
+from serving.tf.dropin.servable import Servable
+
+
+@dataclass
+class _Task:
+    inputs: dict[str, np.ndarray]
+    rows: int
+    future: Future = field(default_factory=Future)
+
+
+@dataclass
+class BatchStats:
+    """Counts that show merging happened: requests and batches run."""
+
+    requests: int = 0
+    batches: int = 0
+    largest_batch_requests: int = 0
+
+
+class BatchScheduler:
+    """One queue per (servable, signature); created by Batcher on first use."""
+
+    def __init__(self, servable: Servable, signature: str, params: BatchingParameters, stats: BatchStats) -> None:
+        self.servable, self.signature, self.params, self.stats = servable, signature, params, stats
+        # Queue capacity in requests: each waiting batch can hold up to max_batch_size rows.
+        self._queue: queue.Queue[_Task | None] = queue.Queue(params.max_enqueued_batches * params.max_batch_size)
+        self._threads = [threading.Thread(target=self._loop, daemon=True, name=f"batch-{servable.name}-{i}")
+                         for i in range(params.num_batch_threads)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, inputs: dict[str, np.ndarray]) -> Future:
+        rows = len(next(iter(inputs.values())))
+        if rows > self.params.max_batch_size:
+            raise InvalidArgument(f"Task size {rows} is larger than maximum batch size {self.params.max_batch_size}")
+        task = _Task(inputs, rows)
+        try:
+            self._queue.put_nowait(task)
+        except queue.Full:
+            raise Unavailable("The batch scheduling queue to which this task was submitted is full") from None
+        return task.future
+
+    def stop(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch, rows = [first], first.rows
+            deadline = time.monotonic() + self.params.batch_timeout_micros / 1e6
+            while rows < self.params.max_batch_size:
+                try:
+                    task = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if task is None:
+                    self._queue.put(None)
+                    break
+                if rows + task.rows > self.params.max_batch_size:
+                    self._run([task])  # does not fit: run it on its own rather than reorder the queue
+                    continue
+                batch.append(task)
+                rows += task.rows
+            self._run(batch)
+
+    def _run(self, batch: list[_Task]) -> None:
+        self.stats.requests += len(batch)
+        self.stats.batches += 1
+        self.stats.largest_batch_requests = max(self.stats.largest_batch_requests, len(batch))
+        try:
+            merged = {key: np.concatenate([t.inputs[key] for t in batch]) for key in batch[0].inputs}
+            outputs = self.servable.run(self.signature, merged)
+        except Exception as exc:  # the error belongs to every request in the batch
+            for task in batch:
+                task.future.set_exception(exc)
+            return
+        start = 0
+        for task in batch:
+            task.future.set_result({k: v[start:start + task.rows] for k, v in outputs.items()})
+            start += task.rows
+
+
+class Batcher:
+    """Routes runs through a BatchScheduler per servable and signature."""
+
+    def __init__(self, params: BatchingParameters) -> None:
+        self.params = params
+        self.stats = BatchStats()
+        self._schedulers: dict[tuple[int, str], BatchScheduler] = {}
+        self._lock = threading.Lock()
+
+    def run(self, servable: Servable, signature: str, inputs: dict[str, np.ndarray],
+            timeout: float | None) -> dict[str, np.ndarray]:
+        key = (id(servable), signature)
+        with self._lock:
+            scheduler = self._schedulers.get(key)
+            if scheduler is None or scheduler.servable is not servable:
+                scheduler = self._schedulers[key] = BatchScheduler(servable, signature, self.params, self.stats)
+        return scheduler.submit(inputs).result(timeout=timeout)
+
+    def forget(self, servable: Servable) -> None:
+        """Stop the schedulers of an unloaded servable."""
+        with self._lock:
+            for key in [k for k, s in self._schedulers.items() if s.servable is servable]:
+                self._schedulers.pop(key).stop()

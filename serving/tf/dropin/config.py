@@ -1,0 +1,129 @@
+"""The drop-in's configuration files, in TF Serving's text formats.
+
+--model_config_file  ModelServerConfig (tensorflow_serving/config/model_server_config.proto,
+                     parsed with the proto that tensorflow-serving-api ships)
+--batching_parameters_file  BatchingParameters: `max_batch_size { value: 32 }` ...
+--monitoring_config_file    MonitoringConfig: `prometheus_config { enable: true path: "..." }`
+The last two protos are not shipped in the pip package, so their (flat) text
+format is read here, rejecting fields the drop-in does not implement.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from google.protobuf import text_format
+
+from common.errors import UsageError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One served model: name, base path, version policy and labels."""
+
+    name: str
+    base_path: Path
+    policy: str = "latest"  # latest | all | specific
+    num_versions: int = 1
+    versions: tuple[int, ...] = ()
+    labels: dict[str, int] = field(default_factory=dict)
+
+
+def parse_model_config_file(path: Path) -> list[ModelConfig]:
+    """ModelServerConfig text proto -> ModelConfigs; UsageError on anything malformed."""
+    from tensorflow_serving.config import model_server_config_pb2
+
+    proto = model_server_config_pb2.ModelServerConfig()
+    try:
+        text_format.Parse(Path(path).read_text(encoding="utf-8"), proto)
+    except (OSError, text_format.ParseError) as exc:
+        raise UsageError(f"cannot read --model_config_file {path}: {exc}") from None
+    if proto.WhichOneof("config") != "model_config_list":
+        raise UsageError(f"{path}: only model_config_list is supported")
+    models = []
+    for entry in proto.model_config_list.config:
+        if entry.model_platform not in ("", "tensorflow"):
+            raise UsageError(f"{path}: model {entry.name}: platform {entry.model_platform!r} is not supported")
+        if not entry.name or not entry.base_path:
+            raise UsageError(f"{path}: every model needs a name and a base_path")
+        policy = entry.model_version_policy.WhichOneof("policy_choice") or "latest"
+        models.append(ModelConfig(
+            name=entry.name, base_path=Path(entry.base_path), policy=policy,
+            num_versions=max(1, entry.model_version_policy.latest.num_versions),
+            versions=tuple(entry.model_version_policy.specific.versions),
+            labels=dict(entry.version_labels)))
+    names = [m.name for m in models]
+    if len(set(names)) != len(names):
+        raise UsageError(f"{path}: model names must be unique, got {names}")
+    return models
+
+
+_ASSIGNMENT = re.compile(r"^\s*(\w+)\s*(?::\s*(\S+)|\{\s*value\s*:\s*(\S+)\s*\})\s*$")
+
+
+@dataclass(frozen=True)
+class BatchingParameters:
+    max_batch_size: int = 32
+    batch_timeout_micros: int = 1000
+    max_enqueued_batches: int = 100
+    num_batch_threads: int = 1
+
+
+def _flat_text_proto(path: Path, kind: str) -> dict[str, str]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read {kind} {path}: {exc.strerror}") from None
+    values = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        match = _ASSIGNMENT.match(line)
+        if not match:
+            raise UsageError(f"{kind} {path}: cannot parse line {line!r}")
+        values[match.group(1)] = match.group(2) or match.group(3)
+    return values
+
+
+def parse_batching_parameters(path: Path | None) -> BatchingParameters:
+    """BatchingParameters text proto; fields the drop-in does not implement are refused."""
+    if path is None:
+        return BatchingParameters()
+    values = _flat_text_proto(path, "--batching_parameters_file")
+    known = set(BatchingParameters.__dataclass_fields__)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UsageError(f"--batching_parameters_file {path}: fields not implemented by the drop-in: {unknown}")
+    try:
+        params = BatchingParameters(**{k: int(v) for k, v in values.items()})
+    except ValueError as exc:
+        raise UsageError(f"--batching_parameters_file {path}: {exc}") from None
+    if min(params.max_batch_size, params.max_enqueued_batches, params.num_batch_threads) < 1:
+        raise UsageError(f"--batching_parameters_file {path}: sizes and thread counts must be at least 1")
+    return params
+
+
+@dataclass(frozen=True)
+class MonitoringConfig:
+    prometheus_enabled: bool = False
+    prometheus_path: str = "/monitoring/prometheus/metrics"
+
+
+def parse_monitoring_config(path: Path | None) -> MonitoringConfig:
+    """MonitoringConfig text proto: prometheus_config { enable: true path: "/..." }."""
+    if path is None:
+        return MonitoringConfig()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read --monitoring_config_file {path}: {exc.strerror}") from None
+    block = re.search(r"prometheus_config\s*\{([^}]*)\}", text)
+    if not block:
+        raise UsageError(f"--monitoring_config_file {path}: no prometheus_config block")
+    enable = re.search(r"enable\s*:\s*(true|false)", block.group(1))
+    where = re.search(r'path\s*:\s*"([^"]+)"', block.group(1))
+    return MonitoringConfig(bool(enable and enable.group(1) == "true"),
+                            where.group(1) if where else MonitoringConfig.prometheus_path)

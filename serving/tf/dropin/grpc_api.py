@@ -1,0 +1,429 @@
+"""gRPC front end: TF Serving's PredictionService and ModelService over the drop-in core.
+
+A thin translator: protos from tensorflow-serving-api in, numpy arrays to
+DropInCore, protos out. Errors from the core (errors.py) become the status code
+they are named after; anything unexpected becomes INTERNAL and is logged, so a
+bad request never takes the server down. Every call carries
+`x-served-by: tf-serving-dropin` in its initial and trailing metadata.
+
+Implemented: Predict, GetModelMetadata (signature_def), Classify, Regress,
+GetModelStatus. Answered UNIMPLEMENTED: MultiInference,
+HandleReloadConfigRequest.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import socket
+import stat
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import types_pb2
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    regression_pb2,
+)
+
+from serving.tf.dropin import SERVER_NAME
+from serving.tf.dropin.core import DropInCore, ModelRef
+from serving.tf.dropin.errors import InvalidArgument, ServingError
+from serving.tf.dropin.servable import Servable, Signature, TensorInfo
+
+log = logging.getLogger("tf-serving-dropin")
+
+SERVED_BY = (("x-served-by", SERVER_NAME),)
+SIGNATURE_DEF_FIELD = "signature_def"
+# gRPC's own default (4 MiB) refuses a batch of a few dozen 224x224 float images.
+DEFAULT_MAX_RECEIVE_BYTES = 64 * 1024 * 1024
+# A TensorProto repeats its last value to fill its declared shape, so a tiny message can
+# ask for a huge tensor; 2**28 elements is 1 GiB of float32, far beyond any sane batch.
+MAX_DECODED_ELEMENTS = 2**28
+_INT32 = range(-(2**31), 2**31)
+_STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+_ERROR_CODES = get_model_status_pb2.ModelVersionStatus.DESCRIPTOR.fields_by_name["status"].message_type \
+    .fields_by_name["error_code"].enum_type
+_STATE = get_model_status_pb2.ModelVersionStatus.State
+
+
+def _error_code(name: str) -> int:
+    """tensorflow.error.Code number for a code name such as 'NOT_FOUND' (UNKNOWN if unrecognised)."""
+    value = _ERROR_CODES.values_by_name.get(name) or _ERROR_CODES.values_by_name["UNKNOWN"]
+    return value.number
+
+
+class Unimplemented(ServingError):
+    http_status = 501
+    grpc_code = "UNIMPLEMENTED"
+
+
+# -- call wrapper ----------------------------------------------------------------------------
+
+def _rpc(method: Callable) -> Callable:
+    """Turn `method(self, request) -> response` into a gRPC handler that tags and translates errors."""
+
+    @functools.wraps(method)
+    def handler(self, request, context: grpc.ServicerContext):
+        context.send_initial_metadata(SERVED_BY)
+        context.set_trailing_metadata(SERVED_BY)
+        try:
+            return method(self, request)
+        except ServingError as exc:
+            code, message = grpc.StatusCode.__members__.get(exc.grpc_code, grpc.StatusCode.INTERNAL), str(exc)
+        except tf.errors.OpError as exc:  # TensorFlow's codes are gRPC's codes, by number
+            code, message = _STATUS_BY_NUMBER.get(exc.error_code, grpc.StatusCode.INTERNAL), exc.message
+        except Exception as exc:
+            log.exception("tf-serving-dropin: unexpected error in %s", method.__name__)
+            code = grpc.StatusCode.INTERNAL
+            message = f"{SERVER_NAME}: internal error in {method.__name__}: {type(exc).__name__}: {exc}"
+        # abort() raises, so it is called outside the try above, which would otherwise catch it.
+        context.abort(code, message)
+
+    return handler
+
+
+# -- ModelSpec -------------------------------------------------------------------------------
+
+def model_ref(spec) -> ModelRef:
+    """TF Serving's ModelSpec as the core's ModelRef (version and version_label are a oneof)."""
+    if not spec.name:
+        raise InvalidArgument("Missing model name in ModelSpec")
+    version = spec.version.value if spec.HasField("version") else None
+    return ModelRef(spec.name, version, spec.version_label or None, spec.signature_name)
+
+
+def _fill_model_spec(target, servable: Servable, signature_name: str | None) -> None:
+    """The response's model_spec: the version that answered, and the signature that ran (if any)."""
+    target.name = servable.name
+    target.version.value = servable.version
+    if signature_name is not None:
+        target.signature_name = signature_name
+
+
+# -- tensors ---------------------------------------------------------------------------------
+
+def _dtype_enum(dtype: np.dtype) -> int:
+    return tf.as_dtype(dtype).as_datatype_enum  # numpy object (bytes) maps to DT_STRING
+
+
+def _dtype_name(enum: int) -> str:
+    return types_pb2.DataType.Name(enum) if enum in types_pb2.DataType.values() else f"unknown dtype {enum}"
+
+
+def decode_tensor(key: str, proto, expected: TensorInfo | None) -> np.ndarray:
+    """One request TensorProto as a numpy array; InvalidArgument for anything malformed."""
+    # TF Serving never casts: a DT_DOUBLE sent to a float input fails there, so it fails here too.
+    if expected is not None and proto.dtype != _dtype_enum(expected.dtype):
+        raise InvalidArgument(f"input '{key}' has dtype {_dtype_name(proto.dtype)}; "
+                              f"the signature expects {_dtype_name(_dtype_enum(expected.dtype))}")
+    dims = [dim.size for dim in proto.tensor_shape.dim]
+    if any(size < 0 for size in dims):
+        raise InvalidArgument(f"input '{key}' has a negative dimension in its shape {dims}")
+    if math.prod(dims) > MAX_DECODED_ELEMENTS:
+        raise InvalidArgument(f"input '{key}' declares {math.prod(dims)} elements; "
+                              f"the drop-in accepts at most {MAX_DECODED_ELEMENTS}")
+    try:
+        return tf.make_ndarray(proto)
+    except Exception as exc:  # make_ndarray raises ValueError, TypeError or KeyError on bad protos
+        raise InvalidArgument(f"input '{key}' is not a valid TensorProto: {exc}") from None
+
+
+def decode_inputs(tensors, signature: Signature | None) -> dict[str, np.ndarray]:
+    expected = signature.inputs if signature else {}
+    return {key: decode_tensor(key, proto, expected.get(key)) for key, proto in tensors.items()}
+
+
+def _check_output_filter(wanted: list[str], signature: Signature | None) -> None:
+    if len(set(wanted)) != len(wanted):
+        raise InvalidArgument(f"duplicate output tensor alias in output_filter: {wanted}")
+    unknown = [key for key in wanted if signature and key not in signature.outputs]
+    if unknown:
+        raise InvalidArgument(f"output tensor alias not found in signature: {unknown[0]}. "
+                              f"Outputs expected to be in the set {sorted(signature.outputs)}.")
+
+
+def _fill_tensor_info(target, info: TensorInfo) -> None:
+    target.name = info.name
+    target.dtype = _dtype_enum(info.dtype)
+    if info.shape is None:
+        target.tensor_shape.unknown_rank = True
+    else:
+        for size in info.shape:
+            target.tensor_shape.dim.add(size=size)
+
+
+def signature_def_map(signatures: dict[str, Signature]) -> get_model_metadata_pb2.SignatureDefMap:
+    result = get_model_metadata_pb2.SignatureDefMap()
+    for key, signature in signatures.items():
+        definition = result.signature_def[key]
+        definition.method_name = signature.method_name
+        for name, info in signature.inputs.items():
+            _fill_tensor_info(definition.inputs[name], info)
+        for name, info in signature.outputs.items():
+            _fill_tensor_info(definition.outputs[name], info)
+    return result
+
+
+# -- Classify / Regress ----------------------------------------------------------------------
+
+def serialized_examples(input_proto) -> list[bytes]:
+    """An Input proto as serialized tf.Examples, the way TF Serving feeds them to the signature."""
+    kind = input_proto.WhichOneof("kind")
+    if kind == "example_list":
+        examples = [example.SerializeToString() for example in input_proto.example_list.examples]
+    elif kind == "example_list_with_context":
+        # Concatenated serialized protos parse as a merge, so each example's own features win over
+        # the context's; TF Serving builds its input tensor the same way.
+        with_context = input_proto.example_list_with_context
+        context = with_context.context.SerializeToString()
+        examples = [context + example.SerializeToString() for example in with_context.examples]
+    else:
+        examples = []
+    if not examples:
+        raise InvalidArgument("Input is empty: set example_list or example_list_with_context with examples")
+    return examples
+
+
+def _batch_output(outputs: dict[str, np.ndarray], key: str, rows: int, shapes: str,
+                  allowed: Callable[[np.ndarray], bool]) -> np.ndarray | None:
+    array = outputs.get(key)
+    if array is not None and (array.ndim == 0 or array.shape[0] != rows or not allowed(array)):
+        raise InvalidArgument(f"Expected output '{key}' of shape {shapes} with batch_size {rows}; "
+                              f"got {list(array.shape)}")
+    return array
+
+
+def _label(value) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def fill_classifications(result: classification_pb2.ClassificationResult, outputs: dict[str, np.ndarray],
+                         rows: int) -> None:
+    """ClassificationResult from the signature's 'classes' [batch, n] and/or 'scores' [batch, n]."""
+    two_d = "[batch_size, num_classes]"
+    classes = _batch_output(outputs, "classes", rows, two_d, lambda a: a.ndim == 2)
+    scores = _batch_output(outputs, "scores", rows, two_d, lambda a: a.ndim == 2)
+    if classes is None and scores is None:
+        raise InvalidArgument(f"classify signature has neither 'classes' nor 'scores' output: {sorted(outputs)}")
+    if classes is not None and scores is not None and classes.shape != scores.shape:
+        raise InvalidArgument(f"'classes' {list(classes.shape)} and 'scores' {list(scores.shape)} differ in shape")
+    num_classes = (classes if classes is not None else scores).shape[1]
+    for row in range(rows):
+        classification = result.classifications.add()
+        for column in range(num_classes):
+            entry = classification.classes.add()
+            if classes is not None:
+                entry.label = _label(classes[row, column])
+            if scores is not None:
+                entry.score = float(scores[row, column])
+
+
+def fill_regressions(result: regression_pb2.RegressionResult, outputs: dict[str, np.ndarray], rows: int) -> None:
+    """RegressionResult from the signature's 'outputs', shaped [batch] or [batch, 1]."""
+    values = _batch_output(outputs, "outputs", rows, "[batch_size] or [batch_size, 1]",
+                           lambda a: a.ndim == 1 or (a.ndim == 2 and a.shape[1] == 1))
+    if values is None:
+        raise InvalidArgument(f"regress signature has no 'outputs' output: {sorted(outputs)}")
+    for value in values.reshape(rows):
+        result.regressions.add(value=float(value))
+
+
+# -- services --------------------------------------------------------------------------------
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, core: DropInCore) -> None:
+        self.core = core
+
+    def _signature(self, ref: ModelRef) -> Signature | None:
+        """The signature a request will run, to check dtypes and output_filter before running it."""
+        try:
+            return self.core.resolve(ref)[1]
+        except ServingError:
+            return None  # core.predict raises the same error below and counts it in the metrics
+
+    @_rpc
+    def Predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+        ref = model_ref(request.model_spec)
+        signature = self._signature(ref)
+        inputs = decode_inputs(request.inputs, signature)
+        wanted = list(request.output_filter)
+        _check_output_filter(wanted, signature)
+        servable, outputs = self.core.predict(ref, inputs)
+        response = predict_pb2.PredictResponse()
+        _fill_model_spec(response.model_spec, servable, ref.signature)
+        for key in wanted or outputs:
+            response.outputs[key].CopyFrom(tf.make_tensor_proto(outputs[key]))
+        return response
+
+    @_rpc
+    def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest):
+        fields = list(request.metadata_field)
+        if not fields:
+            raise InvalidArgument("GetModelMetadataRequest must specify at least one metadata_field")
+        unsupported = sorted(set(fields) - {SIGNATURE_DEF_FIELD})
+        if unsupported:
+            raise InvalidArgument(f"Metadata field {unsupported[0]} is not supported "
+                                  f"(only '{SIGNATURE_DEF_FIELD}' is)")
+        servable, signatures = self.core.metadata(model_ref(request.model_spec))
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        _fill_model_spec(response.model_spec, servable, None)
+        response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_def_map(signatures))
+        return response
+
+    @_rpc
+    def Classify(self, request: classification_pb2.ClassificationRequest):
+        ref = model_ref(request.model_spec)
+        examples = serialized_examples(request.input)
+        servable, outputs = self.core.classify(ref, examples)
+        response = classification_pb2.ClassificationResponse()
+        _fill_model_spec(response.model_spec, servable, ref.signature)
+        fill_classifications(response.result, outputs, len(examples))
+        return response
+
+    @_rpc
+    def Regress(self, request: regression_pb2.RegressionRequest):
+        ref = model_ref(request.model_spec)
+        examples = serialized_examples(request.input)
+        servable, outputs = self.core.regress(ref, examples)
+        response = regression_pb2.RegressionResponse()
+        _fill_model_spec(response.model_spec, servable, ref.signature)
+        fill_regressions(response.result, outputs, len(examples))
+        return response
+
+    @_rpc
+    def MultiInference(self, request):
+        raise Unimplemented(f"MultiInference is not implemented by {SERVER_NAME}; "
+                            "send one Classify, Regress or Predict request per task instead")
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, core: DropInCore) -> None:
+        self.core = core
+
+    @_rpc
+    def GetModelStatus(self, request: get_model_status_pb2.GetModelStatusRequest):
+        spec = request.model_spec
+        if not spec.name:
+            raise InvalidArgument("Missing model name in request.")
+        version = spec.version.value if spec.HasField("version") else None
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for status in self.core.status(spec.name, version, spec.version_label or None):
+            entry = response.model_version_status.add(version=status.version, state=_STATE.Value(status.state))
+            entry.status.error_code = _error_code(status.error_code)
+            entry.status.error_message = status.error_message
+        return response
+
+    @_rpc
+    def HandleReloadConfigRequest(self, request):
+        raise Unimplemented(f"HandleReloadConfigRequest is not implemented by {SERVER_NAME}; it re-reads "
+                            "--model_config_file every --model_config_file_poll_wait_seconds instead")
+
+
+# -- server ----------------------------------------------------------------------------------
+
+def parse_channel_arguments(text: str) -> list[tuple[str, object]]:
+    """TF Serving's --grpc_channel_arguments: 'key=value,key=value'; integer values become ints."""
+    if not text.strip():
+        return []
+    arguments: list[tuple[str, object]] = []
+    for item in text.split(","):
+        key, equals, value = (part.strip() for part in item.partition("="))
+        if not equals or not key or not value:
+            raise ValueError(f"--grpc_channel_arguments: expected key=value, got {item.strip()!r}")
+        arguments.append((key, _channel_value(key, value)))
+    return arguments
+
+
+def _channel_value(key: str, value: str) -> object:
+    try:
+        number = int(value)
+    except ValueError:
+        return value
+    if number not in _INT32:  # gRPC channel arguments are C ints
+        raise ValueError(f"--grpc_channel_arguments: {key}={value} does not fit in a 32-bit integer")
+    return number
+
+
+def server_options(channel_args: Iterable[tuple[str, object]] | None) -> list[tuple[str, object]]:
+    """gRPC server options: the drop-in's defaults, overridden by --grpc_channel_arguments."""
+    options: dict[str, object] = {
+        "grpc.max_receive_message_length": DEFAULT_MAX_RECEIVE_BYTES,
+        # gRPC turns SO_REUSEPORT on by default, which lets a second server share a busy port
+        # silently; a port conflict should fail at startup instead.
+        "grpc.so_reuseport": 0,
+    }
+    options.update(dict(channel_args or ()))
+    return list(options.items())
+
+
+def _remove_stale_socket(path: str) -> None:
+    """A socket file left by a server that died blocks bind(); remove it unless a server still answers."""
+    try:
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            return  # not ours to delete: bind fails and says so
+    except FileNotFoundError:
+        return
+    probe = socket.socket(socket.AF_UNIX)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)
+    except OSError:
+        pass
+    finally:
+        probe.close()
+
+
+def _bind(server: grpc.Server, address: str) -> int:
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
+    if not port:
+        raise OSError(f"{SERVER_NAME}: cannot bind gRPC to {address} (in use, not permitted or not a valid address)")
+    return port
+
+
+class GrpcServer:
+    """A started gRPC server: `.port` is the bound TCP port, `.socket_path` the unix socket or None."""
+
+    def __init__(self, server: grpc.Server, port: int, socket_path: str | None) -> None:
+        self._server, self.port, self.socket_path = server, port, socket_path
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stop accepting calls, let in-flight ones finish for `grace` seconds, remove the socket file."""
+        self._server.stop(grace).wait()
+        if self.socket_path:
+            _remove_stale_socket(self.socket_path)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the server stops (or timeout); True if it stopped."""
+        return self._server.wait_for_termination(timeout)
+
+
+def serve_grpc(core: DropInCore, host: str, port: int, *, socket_path: str | None = None,
+               channel_args: list[tuple[str, object]] | None = None, max_workers: int = 16) -> GrpcServer:
+    """Start PredictionService and ModelService on host:port (0 picks a free port) and optionally a unix socket."""
+    server = grpc.server(ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+                         options=server_options(channel_args))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(core), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)
+    bound = _bind(server, f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    if socket_path:
+        _remove_stale_socket(socket_path)
+        _bind(server, f"unix:{socket_path}")
+    server.start()
+    log.info("tf-serving-dropin: gRPC listening on %s:%d%s", host, bound,
+             f" and unix:{socket_path}" if socket_path else "")
+    return GrpcServer(server, bound, socket_path)

@@ -1,0 +1,103 @@
+"""Wire the drop-in together: flags -> models -> manager/batching -> gRPC and REST front ends."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from common.errors import UsageError
+from serving.tf.dropin import SERVER_IDENTITY
+from serving.tf.dropin.config import (
+    ModelConfig,
+    parse_batching_parameters,
+    parse_model_config_file,
+    parse_monitoring_config,
+)
+from serving.tf.dropin.core import DropInCore
+from serving.tf.dropin.flags import ServerFlags, parse_flags
+
+DROPIN_VERSION = "0.1.0"
+log = logging.getLogger("tf-serving-dropin")
+
+
+def _models(flags: ServerFlags) -> list[ModelConfig]:
+    if flags.model_config_file:
+        return parse_model_config_file(Path(flags.model_config_file))
+    return [ModelConfig(flags.model_name, Path(flags.model_base_path).resolve())]
+
+
+def build_core(flags: ServerFlags) -> DropInCore:
+    """The protocol-free server, models loaded once before the front ends open."""
+    batching = None
+    if flags.enable_batching:
+        batching = parse_batching_parameters(Path(flags.batching_parameters_file)
+                                             if flags.batching_parameters_file else None)
+        log.info("tf-serving-dropin: batching on: %s", batching)
+    timeout = flags.rest_api_timeout_in_ms / 1000 if flags.rest_api_timeout_in_ms > 0 else None
+    core = DropInCore(_models(flags), flags.prefer_tflite_model, batching, timeout)
+    reload = (lambda: _models(flags)) if flags.model_config_file else None
+    core.start_polling(flags.file_system_poll_wait_seconds, reload, flags.model_config_file_poll_wait_seconds)
+    return core
+
+
+def run(flags: ServerFlags) -> int:
+    from serving.tf.dropin.grpc_api import parse_channel_arguments
+
+    try:
+        channel_args = parse_channel_arguments(flags.grpc_channel_arguments)
+    except ValueError as exc:
+        raise UsageError(f"--grpc_channel_arguments: {exc}") from None
+    monitoring = parse_monitoring_config(Path(flags.monitoring_config_file)
+                                         if flags.monitoring_config_file else None)
+    log.info("%s %s starting", SERVER_IDENTITY, DROPIN_VERSION)
+    core = build_core(flags)
+    try:
+        grpc_server, rest_server = _front_ends(flags, core, channel_args, monitoring)
+    except OSError as exc:  # a port or socket that is taken: say which, exit 2
+        core.stop()
+        raise UsageError(str(exc)) from None
+
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    stopping.wait()
+    log.info("tf-serving-dropin: shutting down")
+    core.stop()
+    if rest_server:
+        rest_server.shutdown()
+    if grpc_server:
+        grpc_server.stop(grace=5)
+    return 0
+
+
+def _front_ends(flags: ServerFlags, core: DropInCore, channel_args, monitoring):
+    """Open gRPC (TCP and/or Unix socket) and REST as the flags ask."""
+    from serving.tf.dropin.grpc_api import serve_grpc
+    from serving.tf.dropin.rest_api import serve_rest
+
+    grpc_server = rest_server = None
+    if flags.port or flags.grpc_socket_path:
+        grpc_server = serve_grpc(core, flags.bind_address, flags.port,
+                                 socket_path=flags.grpc_socket_path or None, channel_args=channel_args)
+        if flags.port:
+            log.info("Running gRPC ModelServer at %s:%d ... (tf-serving-dropin)", flags.bind_address, grpc_server.port)
+        if flags.grpc_socket_path:
+            log.info("Running gRPC ModelServer at UNIX socket %s ... (tf-serving-dropin)", flags.grpc_socket_path)
+    if flags.rest_api_port:
+        rest_server = serve_rest(core, flags.bind_address, flags.rest_api_port, timeout_ms=flags.rest_api_timeout_in_ms,
+                                 monitoring=monitoring, max_body_bytes=flags.max_body_bytes, version=DROPIN_VERSION)
+        log.info("Exporting HTTP/REST API at:%s:%d ... (tf-serving-dropin)", flags.bind_address, rest_server.port)
+    return grpc_server, rest_server
+
+
+def main(argv: list[str] | None = None) -> int:
+    flags = parse_flags(argv)
+    if flags.version:
+        print(f"TensorFlow ModelServer: {DROPIN_VERSION} (tf-serving-dropin, not the official binary)")
+        return 0
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s tf-serving-dropin %(levelname)s %(message)s")
+    return run(flags)

@@ -1,0 +1,174 @@
+"""The drop-in's seams without a front end: flags, configs, version rollout, batching."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from common.errors import UsageError
+from serving.tf.dropin.config import (
+    ModelConfig,
+    parse_batching_parameters,
+    parse_model_config_file,
+    parse_monitoring_config,
+)
+from serving.tf.dropin.core import DropInCore, ModelRef
+from serving.tf.dropin.errors import InvalidArgument, NotFound
+from serving.tf.dropin.flags import parse_flags
+from serving.tf.export import export_savedmodel
+from tests.conftest import run_module
+from training.keras_model import build_keras_model
+from training.spec import get_spec
+
+SPEC = get_spec("tiny")
+IMAGES = np.random.default_rng(0).random((4, *SPEC.input_shape), dtype=np.float32)
+
+
+def _export_version(base, version, seed):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = build_keras_model(SPEC)
+    export_savedmodel(model, base / str(version))
+    return model(IMAGES, training=False).numpy()
+
+
+@pytest.fixture(scope="module")
+def versions(tmp_path_factory):
+    """Two SavedModel versions with different weights, exported once."""
+    root = tmp_path_factory.mktemp("versions")
+    return root, {1: _export_version(root, 1, seed=1), 2: _export_version(root, 2, seed=2)}
+
+
+def _copy_version(root, version, base):
+    import shutil
+
+    shutil.copytree(root / str(version), base / str(version))
+
+
+def _predict(core, version=None):
+    servable, outputs = core.predict(ModelRef("tiny", version), {"images": IMAGES})
+    return servable.version, outputs["probabilities"]
+
+
+def test_new_version_is_served_and_the_old_one_unloaded(versions, tmp_path):
+    root, expected = versions
+    base = tmp_path / "tiny"
+    _copy_version(root, 1, base)
+    core = DropInCore([ModelConfig("tiny", base)])
+    core.poll()
+    version, probabilities = _predict(core)
+    assert version == 1 and np.abs(probabilities - expected[1]).max() <= 1e-5
+    in_flight = core.manager.servable("tiny")  # a request that started on version 1
+
+    _copy_version(root, 2, base)
+    core.poll()
+    version, probabilities = _predict(core)
+    assert version == 2 and np.abs(probabilities - expected[2]).max() <= 1e-5
+    assert [(s.version, s.state) for s in core.status("tiny")] == [(2, "AVAILABLE"), (1, "END")]
+    with pytest.raises(NotFound):
+        core.predict(ModelRef("tiny", 1), {"images": IMAGES})
+    # the request that held version 1 still completes on it
+    assert np.abs(in_flight.run("serving_default", {"images": IMAGES})["probabilities"] - expected[1]).max() <= 1e-5
+
+
+def test_a_version_that_fails_to_load_leaves_the_serving_one_in_place(versions, tmp_path):
+    root, expected = versions
+    base = tmp_path / "tiny"
+    _copy_version(root, 1, base)
+    core = DropInCore([ModelConfig("tiny", base)])
+    core.poll()
+    (base / "3").mkdir()
+    (base / "3" / "saved_model.pb").write_bytes(b"this is not a SavedModel")
+    core.poll()
+    version, probabilities = _predict(core)
+    assert version == 1 and np.abs(probabilities - expected[1]).max() <= 1e-5
+    broken = core.status("tiny", 3)[0]
+    assert broken.state == "END" and broken.error_code != "OK" and "load failed" in broken.error_message
+
+
+def test_batching_merges_concurrent_requests(versions, tmp_path):
+    from serving.tf.dropin.config import BatchingParameters
+
+    root, expected = versions
+    base = tmp_path / "tiny"
+    _copy_version(root, 1, base)
+    core = DropInCore([ModelConfig("tiny", base)],
+                      batching=BatchingParameters(max_batch_size=64, batch_timeout_micros=200_000))
+    core.poll()
+    results, barrier = [None] * 16, threading.Barrier(16)
+
+    def one(index):
+        barrier.wait()
+        results[index] = core.predict(ModelRef("tiny"), {"images": IMAGES[index % 4:index % 4 + 1]})[1]
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stats = core.batcher.stats
+    assert stats.requests == 16 and stats.batches < 16 and stats.largest_batch_requests > 1
+    for index, outputs in enumerate(results):  # each caller got its own row back
+        assert np.abs(outputs["probabilities"][0] - expected[1][index % 4]).max() <= 1e-5
+
+
+def test_batching_refuses_a_request_larger_than_max_batch_size(versions, tmp_path):
+    from serving.tf.dropin.config import BatchingParameters
+
+    root, _ = versions
+    base = tmp_path / "tiny"
+    _copy_version(root, 1, base)
+    core = DropInCore([ModelConfig("tiny", base)], batching=BatchingParameters(max_batch_size=2))
+    core.poll()
+    with pytest.raises(InvalidArgument, match="larger than maximum batch size 2"):
+        core.predict(ModelRef("tiny"), {"images": IMAGES})
+
+
+def test_model_config_file_serves_several_models_with_labels(tmp_path):
+    config = tmp_path / "models.config"
+    config.write_text("""
+model_config_list {
+  config { name: "a" base_path: "/models/a" model_platform: "tensorflow"
+           model_version_policy { specific { versions: 1 versions: 2 } }
+           version_labels { key: "stable" value: 1 } }
+  config { name: "b" base_path: "/models/b" }
+}""")
+    a, b = parse_model_config_file(config)
+    assert (a.name, a.policy, a.versions, a.labels) == ("a", "specific", (1, 2), {"stable": 1})
+    assert (b.name, b.policy, b.num_versions) == ("b", "latest", 1)
+    config.write_text("model_config_list { config { name: 'a' base_pathx: '/x' } }")
+    with pytest.raises(UsageError, match="cannot read --model_config_file"):
+        parse_model_config_file(config)
+
+
+def test_batching_and_monitoring_files_in_tf_serving_text_format(tmp_path):
+    batching = tmp_path / "batching.config"
+    batching.write_text("max_batch_size { value: 8 }\nbatch_timeout_micros { value: 500 }\n"
+                        "num_batch_threads { value: 3 }\n")
+    params = parse_batching_parameters(batching)
+    assert (params.max_batch_size, params.batch_timeout_micros, params.num_batch_threads) == (8, 500, 3)
+    batching.write_text("pad_variable_length_inputs: true\n")
+    with pytest.raises(UsageError, match="not implemented by the drop-in.*pad_variable_length_inputs"):
+        parse_batching_parameters(batching)
+    monitoring = tmp_path / "monitoring.config"
+    monitoring.write_text('prometheus_config {\n  enable: true\n  path: "/metrics"\n}\n')
+    assert parse_monitoring_config(monitoring).prometheus_enabled
+    assert parse_monitoring_config(monitoring).prometheus_path == "/metrics"
+
+
+def test_flags_are_tensorflow_model_server_flags(tmp_path):
+    flags = parse_flags(["--port=9000", "--rest_api_port", "9001", "--model_name=tiny",
+                         f"--model_base_path={tmp_path}", "--enable_batching", "--prefer_tflite_model=false"])
+    assert (flags.port, flags.rest_api_port, flags.enable_batching, flags.prefer_tflite_model) == \
+        (9000, 9001, True, False)
+    assert flags.bind_address == "127.0.0.1"
+
+
+def test_unknown_flags_are_rejected_by_name(tmp_path):
+    done = run_module("serving.tf.dropin", "--port=9000", f"--model_base_path={tmp_path}",
+                      "--tensorflow_intra_op_parallelism=4", "--enable_model_warmup=true")
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert "--enable_model_warmup, --tensorflow_intra_op_parallelism" in lines[0]
+    assert "not implemented by the TF Serving drop-in" in lines[0]
