@@ -143,7 +143,11 @@ class TorchServe:
         if not cfg.token_auth:
             command.append("--disable-token-auth")
         self.process = start_group(command, cfg.log_file, cwd=cfg.run_dir, env=env)
-        self._wait_ready(timeout)
+        try:
+            self._wait_ready(timeout)
+        except BaseException:  # whatever went wrong, leave nothing running
+            self.stop()
+            raise
         return self
 
     def _wait_ready(self, timeout: float) -> None:
@@ -161,9 +165,14 @@ class TorchServe:
                 raise ServerError(f"TorchServe did not load {name}:\n{log_tail(cfg.log_file)}")
 
     def _wait_key_file(self, timeout: float) -> bool:
-        """With token auth on, TorchServe writes key_file.json once its APIs are up."""
+        """With token auth on, TorchServe writes key_file.json once its APIs are up (wait until it parses)."""
         deadline = time.monotonic() + timeout
-        while self.config.token_auth and not self.config.key_file.exists():
+        while self.config.token_auth:
+            try:
+                read_keys(self.config.key_file)
+                return True
+            except (FileNotFoundError, json.JSONDecodeError, KeyError):
+                pass
             if time.monotonic() > deadline or self.process.poll() is not None:
                 return False
             time.sleep(0.2)
