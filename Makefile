@@ -12,10 +12,10 @@ STAMP    := $(VENV)/.installed-lock
 export PROFILE TRAINER MODEL
 
 .DEFAULT_GOAL := help
-.PHONY: help setup protos train export deploy deploy-tf deploy-torch smoke undeploy status predict demo test lint clean
+.PHONY: help setup protos train export deploy deploy-tf deploy-torch smoke undeploy status predict bench-batching demo test lint clean
 
 help: ## List every target with one line each
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 setup: $(STAMP) ## Create .venv from requirements.lock (does nothing when it is up to date)
 
@@ -55,6 +55,9 @@ status: ## Show what deploy started (server identity, ports, knobs)
 
 predict: protos ## One prediction for humans: make predict TARGET=tf-grpc IMAGE=digit.png
 	$(PY) -m serving predict --target $(or $(TARGET),tf-rest) --image $(IMAGE)
+
+bench-batching: setup ## Benchmark: drop-in throughput with server-side batching off vs on (prints the ratio)
+	$(PY) -m serving.tf.dropin.bench
 
 demo: setup ## End to end on this machine: train, export (parity gate), deploy both servers, smoke, undeploy
 	$(MAKE) --no-print-directory train

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from common.fsutil import sha256_of
 from common.procs import free_port, port_open
 from serving import clients
 from serving.torch import protos
@@ -58,7 +59,7 @@ def test_images(artifacts):
 def test_stubs_are_generated_from_the_installed_jar():
     stubs = protos.ensure_stubs()
     stamp = protos.read_stamp()
-    assert stamp["jar_sha256"] == protos.sha256(protos.jar_path())
+    assert stamp["jar_sha256"] == sha256_of(protos.jar_path())
     assert hasattr(stubs.inference_pb2_grpc, "InferenceAPIsServiceStub")
     assert stubs.inference_pb2_grpc.__name__ == "serving.torch.proto_gen.inference_pb2_grpc"
     assert set(stubs.inference_pb2.PredictionsRequest.DESCRIPTOR.fields_by_name) >= {"model_name", "model_version",

@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import fcntl
 import functools
-import hashlib
 import importlib
 import importlib.resources
 import json
@@ -28,6 +27,8 @@ import zipfile
 from pathlib import Path
 from types import ModuleType
 from typing import NamedTuple
+
+from common.fsutil import sha256_of
 
 PACKAGE = "serving.torch.proto_gen"
 OUT_DIR = Path(__file__).with_name("proto_gen")
@@ -84,19 +85,11 @@ def jar_path() -> Path:
     return jar
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _wanted_stamp(jar: Path) -> dict:
     from importlib.metadata import version
 
     # protobuf's runtime refuses gencode from a newer protoc, so a changed grpcio-tools means regenerating.
-    return {"format": FORMAT, "jar": str(jar), "jar_sha256": sha256(jar), "protos": list(PROTOS),
+    return {"format": FORMAT, "jar": str(jar), "jar_sha256": sha256_of(jar), "protos": list(PROTOS),
             "grpcio_tools": version("grpcio-tools"), "protobuf": version("protobuf")}
 
 
