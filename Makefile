@@ -8,8 +8,12 @@ PROFILE  ?= tiny
 TRAINER  ?= torch
 MODEL    ?= $(PROFILE)
 STAMP    := $(VENV)/.installed-lock
+ARTIFACTS ?= artifacts
+# What deploy needs: built on demand, so `make deploy` works on a fresh clone.
+CHECKPOINT := $(ARTIFACTS)/checkpoints/$(MODEL)/checkpoint.json
+EXPORTED   := $(ARTIFACTS)/models/torch/$(MODEL).mar
 
-export PROFILE TRAINER MODEL
+export PROFILE TRAINER MODEL ARTIFACTS
 
 .DEFAULT_GOAL := help
 .PHONY: help setup protos train export deploy deploy-tf deploy-torch smoke undeploy status predict bench-batching demo test lint clean
@@ -35,13 +39,19 @@ export: setup ## Export SavedModel, TorchServe .mar and TFLite, gated on parity;
 protos: setup ## Generate TorchServe gRPC stubs from the protos inside the installed TorchServe jar
 	$(PY) -m serving.torch.protos
 
-deploy-tf: protos ## Start TF Serving (compose image, official binary, or the local drop-in) and smoke it
+$(CHECKPOINT): | $(STAMP)
+	$(MAKE) --no-print-directory train
+
+$(EXPORTED): $(CHECKPOINT)
+	$(MAKE) --no-print-directory export
+
+deploy-tf: protos $(EXPORTED) ## Start TF Serving (compose image, official binary, or the local drop-in) and smoke it
 	$(PY) -m serving deploy --target tf
 
-deploy-torch: protos ## Start the real TorchServe natively (token auth on) and smoke it
+deploy-torch: protos $(EXPORTED) ## Start the real TorchServe natively (token auth on) and smoke it
 	$(PY) -m serving deploy --target torch
 
-deploy: protos ## deploy-tf and deploy-torch
+deploy: protos $(EXPORTED) ## deploy-tf and deploy-torch
 	$(PY) -m serving deploy --target all
 
 smoke: protos ## Predict test images on all four transports and check the argmax against the reference
