@@ -16,7 +16,7 @@ EXPORTED   := $(ARTIFACTS)/models/torch/$(MODEL).mar
 export PROFILE TRAINER MODEL ARTIFACTS
 
 .DEFAULT_GOAL := help
-.PHONY: help setup protos train export deploy deploy-tf deploy-torch smoke undeploy status predict bench-batching demo test lint clean
+.PHONY: help setup protos train export deploy deploy-tf deploy-torch smoke undeploy status predict edge bench-batching demo test lint clean
 
 help: ## List every target with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,6 +45,9 @@ $(CHECKPOINT): | $(STAMP)
 $(EXPORTED): $(CHECKPOINT)
 	$(MAKE) --no-print-directory export
 
+edge: setup $(EXPORTED) ## TFLite (float32/16, dynamic and full int8), ExecuTorch and ONNX files, measured
+	$(PY) -m edge --model $(MODEL)
+
 deploy-tf: protos $(EXPORTED) ## Start TF Serving (compose image, official binary, or the local drop-in) and smoke it
 	$(PY) -m serving deploy --target tf
 
@@ -69,9 +72,10 @@ predict: protos ## One prediction for humans: make predict TARGET=tf-grpc IMAGE=
 bench-batching: setup ## Benchmark: drop-in throughput with server-side batching off vs on (prints the ratio)
 	$(PY) -m serving.tf.dropin.bench
 
-demo: setup ## End to end on this machine: train, export (parity gate), deploy both servers, smoke, undeploy
+demo: setup ## End to end on this machine: train, export (parity gate), edge, deploy both servers, smoke, undeploy
 	$(MAKE) --no-print-directory train
 	$(MAKE) --no-print-directory export
+	$(MAKE) --no-print-directory edge
 	$(MAKE) --no-print-directory deploy || { $(MAKE) --no-print-directory undeploy; exit 1; }
 	$(MAKE) --no-print-directory undeploy
 	@echo "demo: done; artifacts and manifest.json are in artifacts/"

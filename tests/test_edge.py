@@ -1,0 +1,118 @@
+"""Edge: every TFLite file loads in LiteRT in a fresh process and agrees with the reference; bad input exits 2."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from common.fsutil import sha256_of
+from tests.conftest import run_module
+from training.checkpoint import load_checkpoint
+from training.reference import build_both
+
+FORMATS = {"tflite-float32", "tflite-float16", "tflite-dynamic-int8", "tflite-int8", "tflite-int8-io",
+           "executorch-float32", "executorch-int8", "onnx-float32", "onnx-dynamic-int8"}
+
+
+@pytest.fixture(scope="module")
+def edge(artifacts):
+    from edge.__main__ import run_edge
+
+    return run_edge(artifacts, "tiny", None)
+
+
+@pytest.fixture(scope="module")
+def reference(artifacts):
+    checkpoint = load_checkpoint(artifacts.checkpoint_dir("tiny"))
+    images, labels = checkpoint.test_set()
+    return images, labels, build_both(checkpoint).reference_probabilities(images)
+
+
+def test_every_format_is_measured_and_recorded(edge, artifacts):
+    assert {r["format"] for r in edge["results"]} == FORMATS
+    manifest = {a["path"]: a for a in json.loads(artifacts.manifest.read_text())["artifacts"]}
+    for result in edge["results"]:
+        file = artifacts.root / result["path"]
+        assert manifest[result["path"]]["sha256"] == sha256_of(file)
+        assert result["bytes"] == file.stat().st_size
+        assert result["latency_p50_ms"] > 0 and result["latency_p99_ms"] >= result["latency_p50_ms"]
+    assert json.loads((artifacts.results_dir / "edge.json").read_text())["results"] == edge["results"]
+
+
+LITERT_ALONE = """
+import json, sys, numpy as np
+from ai_edge_litert.interpreter import Interpreter
+runner = Interpreter(model_path=sys.argv[1], num_threads=1).get_signature_runner('serving_default')
+(input_name, info_in), = runner.get_input_details().items()
+(output_name, info_out), = runner.get_output_details().items()
+images = np.load(sys.argv[2])
+scale, zero = info_in['quantization']
+if info_in['dtype'] == np.int8:
+    images = np.clip(np.round(images / scale + zero), -128, 127).astype(np.int8)
+rows = [runner(**{input_name: images[i:i + 1]})[output_name] for i in range(len(images))]
+out = np.concatenate(rows).astype(np.float32)
+scale, zero = info_out['quantization']
+if info_out['dtype'] == np.int8:
+    out = (out - zero) * scale
+np.save(sys.argv[3], out)
+print(json.dumps({'input': np.dtype(info_in['dtype']).name, 'output': np.dtype(info_out['dtype']).name}))
+"""
+
+# Tolerances: float32 is exact to 1e-5; the others are checked on what matters on a device.
+TOLERANCE = {"float32": 1e-5, "float16": 5e-3}
+
+
+@pytest.mark.parametrize("variant", ["float32", "float16", "dynamic-int8", "int8", "int8-io"])
+def test_tflite_loads_in_litert_in_a_fresh_process_and_agrees(edge, artifacts, reference, tmp_path, variant):
+    images, labels, expected = reference
+    model_file = artifacts.root / next(r["path"] for r in edge["results"] if r["format"] == f"tflite-{variant}")
+    np.save(tmp_path / "images.npy", images)
+    script = tmp_path / "litert_alone.py"
+    script.write_text(LITERT_ALONE)
+    done = subprocess.run([sys.executable, "-I", str(script), str(model_file), str(tmp_path / "images.npy"),
+                           str(tmp_path / "out.npy")], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    io = json.loads(done.stdout.strip().splitlines()[-1])
+    probabilities = np.load(tmp_path / "out.npy")
+    agreement = (probabilities.argmax(1) == expected.argmax(1)).mean()
+    if variant in TOLERANCE:
+        assert np.abs(probabilities - expected).max() <= TOLERANCE[variant]
+        assert agreement == 1.0
+    else:  # quantized: at least 97% top-1 agreement, at most 1 point of accuracy lost
+        assert agreement >= 0.97
+        assert (probabilities.argmax(1) == labels).mean() >= (expected.argmax(1) == labels).mean() - 0.01
+    assert io == ({"input": "int8", "output": "int8"} if variant == "int8-io"
+                  else {"input": "float32", "output": "float32"})
+
+
+def test_sidecars_carry_labels_normalization_and_int8_quantization(edge, artifacts):
+    sidecar = json.loads((artifacts.edge_dir / "tiny_int8-io.tflite.json").read_text())
+    assert sidecar["labels"] == [str(d) for d in range(10)]
+    assert sidecar["normalization"].startswith("digits intensity")
+    assert sidecar["input"]["dtype"] == "int8" and sidecar["input"]["quantization"]["scale"] > 0
+    assert sidecar["input"]["shape"] == [-1, 32, 32, 1] or sidecar["input"]["shape"][1:] == [32, 32, 1]
+
+
+@pytest.mark.parametrize(("setup", "fragment"), [
+    ("no-savedmodel", "no SavedModel under"),
+    ("empty-calibration", "is empty"),
+    ("wrong-shape-calibration", "have shape [8, 8, 1]; the model takes [32, 32, 1]"),
+])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(artifacts, tmp_path, setup, fragment):
+    import shutil
+
+    root = tmp_path / "a"
+    shutil.copytree(artifacts.checkpoint_dir("tiny"), root / "checkpoints" / "tiny")
+    if setup != "no-savedmodel":
+        shutil.copytree(artifacts.tf_model_base("tiny"), root / "models" / "tf" / "tiny")
+    args = ["edge", "--artifacts", str(root)]
+    if setup.endswith("calibration"):
+        shape = (0, 32, 32, 1) if setup == "empty-calibration" else (4, 8, 8, 1)
+        np.savez(tmp_path / "cal.npz", images=np.zeros(shape, dtype=np.float32))
+        args += ["--calibration", str(tmp_path / "cal.npz")]
+    done = run_module(*args)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and fragment in lines[0], done.stderr[-2000:]
+    assert not (root / "models" / "edge").exists() or not list((root / "models" / "edge").iterdir())
