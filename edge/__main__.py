@@ -148,7 +148,8 @@ def run_edge(paths: ArtifactPaths, model: str, calibration_file: Path | None) ->
               else f"runtime {runtime}: not installed")
     tools = package_versions([*RUNTIME_PACKAGES.values(), "tensorflow", "torch"])
     entries = [artifact_entry(paths.root / r.path, paths.root, r.format, tools, test_accuracy=r.accuracy,
-                              parity={"max_abs_delta": r.max_abs_delta, "top1_agreement": r.top1_agreement})
+                              parity={"format": r.format, "samples": len(labels),
+                                      "max_abs_delta": r.max_abs_delta, "top1_agreement": r.top1_agreement})
                for r in results]
     update_manifest(paths.manifest, None, entries)
     print(f"written {out}")
