@@ -11,6 +11,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from common.cpus import pin_self
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nothing listens on right now."""
@@ -25,12 +27,17 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def start_group(command: list[str], log_file: Path, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start `command` in its own process group (so stop_group ends every child), output to log_file."""
+def start_group(command: list[str], log_file: Path, cwd: Path, env: dict[str, str] | None = None,
+                cpus: list[int] | None = None) -> subprocess.Popen:
+    """Start `command` in its own process group (so stop_group ends every child), output to log_file.
+
+    With `cpus`, it and everything it forks run on those CPUs only.
+    """
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as log:
         return subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=(lambda: pin_self(cpus)) if cpus else None)
 
 
 def group_alive(pgid: int) -> bool:

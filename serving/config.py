@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.cpus import parse_server_cpus
 from common.errors import UsageError
 from common.paths import REPO_ROOT, ArtifactPaths, default_artifacts_root
 
@@ -47,6 +48,9 @@ class DeployConfig:
     ts_batch_size: int = field(default_factory=lambda: _env_int("TS_BATCH_SIZE", 8))
     ts_max_batch_delay_ms: int = field(default_factory=lambda: _env_int("TS_MAX_BATCH_DELAY_MS", 5))
     ts_token_auth: bool = field(default_factory=lambda: _env_bool("TS_TOKEN_AUTH", True))
+    # The CPUs both servers run on (SERVER_CPUS=auto|all|1,2); the load generator gets the others.
+    server_cpus: list[int] | None = field(default_factory=lambda: parse_server_cpus(os.environ.get("SERVER_CPUS",
+                                                                                                   "auto")))
     ready_timeout_s: float = field(default_factory=lambda: float(_env_int("READY_TIMEOUT_S", 180)))
 
     def __post_init__(self) -> None:

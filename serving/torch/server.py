@@ -42,6 +42,7 @@ class TorchServeConfig:
     max_batch_delay_ms: int = 5
     response_timeout_s: int = 120
     token_auth: bool = True
+    cpus: list[int] | None = None  # pinned at start, so the worker's thread pools are sized for these CPUs
     max_request_bytes: int = 64 * 1024 * 1024
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -142,7 +143,7 @@ class TorchServe:
                    "--model-store", str(cfg.model_store.resolve())]
         if not cfg.token_auth:
             command.append("--disable-token-auth")
-        self.process = start_group(command, cfg.log_file, cwd=cfg.run_dir, env=env)
+        self.process = start_group(command, cfg.log_file, cwd=cfg.run_dir, env=env, cpus=cfg.cpus)
         try:
             self._wait_ready(timeout)
         except BaseException:  # whatever went wrong, leave nothing running

@@ -1,0 +1,51 @@
+"""CPU sets: which cores the servers get and which the load generator gets.
+
+The servers are pinned when they start (a thread pool sized at start-up for
+more cores than it may use spins against itself), and both get the same set
+so the comparison is fair. The generator gets the rest.
+"""
+
+from __future__ import annotations
+
+import os
+
+from common.errors import UsageError
+
+
+def available_cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0))
+
+
+def default_server_cpus(available: list[int] | None = None) -> list[int] | None:
+    """All but a quarter of the CPUs (at least one left for the generator); None with a single CPU."""
+    cpus = sorted(available if available is not None else available_cpus())
+    if len(cpus) < 2:
+        return None
+    return cpus[max(1, len(cpus) // 4):]
+
+
+def parse_server_cpus(text: str, available: list[int] | None = None) -> list[int] | None:
+    """SERVER_CPUS: 'auto' (default split), 'all' (no pinning) or a list like '1,2' or '2-5'."""
+    cpus = sorted(available if available is not None else available_cpus())
+    text = text.strip().lower()
+    if text == "auto":
+        return default_server_cpus(cpus)
+    if text in ("all", "none", ""):
+        return None
+    chosen: set[int] = set()
+    try:
+        for part in text.split(","):
+            first, _, last = part.partition("-")
+            chosen.update(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise UsageError(f"SERVER_CPUS must be auto, all or a CPU list like 1,2 or 2-5; got {text!r}") from None
+    missing = sorted(chosen - set(cpus))
+    if missing:
+        raise UsageError(f"SERVER_CPUS names CPU(s) {missing} this process may not use (it may use {cpus})")
+    return sorted(chosen)
+
+
+def pin_self(cpus: list[int] | None) -> None:
+    """For subprocess preexec_fn: run the child on these CPUs only (None: leave it alone)."""
+    if cpus:
+        os.sched_setaffinity(0, cpus)
