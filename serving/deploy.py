@@ -7,17 +7,25 @@ exactly that, and results can name the server that produced them.
 The TF side is chosen in this order, and the choice is printed: the compose
 service with the official image when a Docker engine answers; the official
 tensorflow_model_server binary when it is on PATH; the project's drop-in.
+TorchServe runs as the compose service with the official image when a Docker
+engine answers (token authorization on) and natively otherwise; TS_SERVER
+(auto|compose|native) forces one. Compose services are the `cpu` profile of
+docker-compose.yml; the GPU profile is `make compose-gpu`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import yaml
+
+from common.errors import UsageError
 from common.paths import REPO_ROOT
 from common.procs import group_alive, log_tail, port_open, start_group, stop_group, wait_http_ok
 from serving.config import DeployConfig
@@ -56,7 +64,28 @@ def _check_ports_free(ports: dict[str, int]) -> None:
                           "stop it or choose other ports (see README: deployment knobs)")
 
 
-# -- TF Serving -------------------------------------------------------------------------------
+# -- docker compose ---------------------------------------------------------------------------
+def _compose_env(cfg: DeployConfig) -> dict[str, str]:
+    """The deploy's knobs as docker-compose.yml's variables, so both ways of running agree."""
+    knobs = {"MODEL": cfg.model, "ARTIFACTS_DIR": str(cfg.paths.root), "BIND_ADDRESS": cfg.host,
+             "TF_GRPC_PORT": cfg.tf_grpc_port, "TF_REST_PORT": cfg.tf_rest_port,
+             "TS_INFERENCE_PORT": cfg.ts_inference_port, "TS_MANAGEMENT_PORT": cfg.ts_management_port,
+             "TS_METRICS_PORT": cfg.ts_metrics_port, "TS_GRPC_PORT": cfg.ts_grpc_port, "TS_WORKERS": cfg.ts_workers,
+             "TS_BATCH_SIZE": cfg.ts_batch_size, "TS_MAX_BATCH_DELAY_MS": cfg.ts_max_batch_delay_ms}
+    return {**_environ(), **{name: str(value) for name, value in knobs.items()}}
+
+
+def _compose(cfg: DeployConfig, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", "compose", "--profile", "cpu", *args], cwd=REPO_ROOT, env=_compose_env(cfg),
+                          **kwargs)
+
+
+def compose_image(service: str) -> str:
+    """The pinned image docker-compose.yml runs for `service` (server identity is data)."""
+    compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    return compose["services"][service]["image"]
+
+
 def docker_engine_answers() -> bool:
     if not shutil.which("docker"):
         return False
@@ -108,10 +137,9 @@ def deploy_tf(cfg: DeployConfig) -> dict:
     _check_ports_free(ports)
     log_file = cfg.run_dir / "tf.log"
     if mode == "compose":
-        identity = "official TF Serving image (docker compose service tf-serving)"
-        env = {**_environ(), "MODEL": cfg.model}
-        subprocess.run(["docker", "compose", "up", "-d", "tf-serving"], cwd=REPO_ROOT, env=env, check=True)
-        record = {"mode": mode, "identity": identity, "pgid": None}
+        identity = f"official TF Serving image {compose_image('tf-serving')} (docker compose service tf-serving)"
+        _compose(cfg, "up", "-d", "tf-serving", check=True)
+        record = {"mode": mode, "identity": identity, "pgid": None, "service": "tf-serving"}
     else:
         if mode == "binary":
             identity = _binary_identity()
@@ -119,10 +147,11 @@ def deploy_tf(cfg: DeployConfig) -> dict:
         else:
             identity = DROPIN_IDENTITY
             command = [sys.executable, "-m", "serving.tf.dropin", *_tf_flags(cfg), f"--bind_address={cfg.host}"]
-        process = start_group(command, log_file, cwd=REPO_ROOT, env=_environ())
+        process = start_group(command, log_file, cwd=REPO_ROOT, env=_environ(), cpus=cfg.server_cpus)
         record = {"mode": mode, "identity": identity, "pgid": process.pid, "command": command}
     print(f"deploy-tf: using {identity}", flush=True)
-    record.update({"server": "tf", "model": cfg.model, "ports": ports, "knobs": knobs, "log": str(log_file)})
+    record.update({"server": "tf", "model": cfg.model, "ports": ports, "knobs": knobs, "log": str(log_file),
+                   "cpus": cfg.server_cpus if mode != "compose" else None})
     _write_record(cfg, "tf", record)
     status_url = f"http://127.0.0.1:{cfg.tf_rest_port}/v1/models/{cfg.model}"
     alive = (lambda: True) if mode == "compose" else (lambda: group_alive(record["pgid"]))
@@ -146,11 +175,46 @@ def torchserve_config(cfg: DeployConfig) -> TorchServeConfig:
         host=cfg.host, inference_port=cfg.ts_inference_port, management_port=cfg.ts_management_port,
         metrics_port=cfg.ts_metrics_port, grpc_inference_port=cfg.ts_grpc_port,
         grpc_management_port=cfg.ts_grpc_management_port, workers=cfg.ts_workers, batch_size=cfg.ts_batch_size,
-        max_batch_delay_ms=cfg.ts_max_batch_delay_ms, token_auth=cfg.ts_token_auth)
+        max_batch_delay_ms=cfg.ts_max_batch_delay_ms, token_auth=cfg.ts_token_auth, cpus=cfg.server_cpus)
+
+
+def choose_torch_server(cfg: DeployConfig) -> str:
+    """compose when a Docker engine answers, native otherwise; TS_SERVER=compose|native forces one.
+
+    The compose service always has token authorization on, so TS_TOKEN_AUTH=false runs natively.
+    """
+    forced = os.environ.get("TS_SERVER", "auto")
+    if forced not in ("auto", "compose", "native"):
+        raise UsageError(f"TS_SERVER must be auto, compose or native, got {forced!r}")
+    if forced == "compose" and not cfg.ts_token_auth:
+        raise UsageError("the torchserve compose service always has token authorization on; "
+                         "use TS_SERVER=native with TS_TOKEN_AUTH=false")
+    if forced != "auto":
+        return forced
+    return "compose" if cfg.ts_token_auth and docker_engine_answers() else "native"
+
+
+def _start_torch_compose(cfg: DeployConfig, ts_cfg: TorchServeConfig) -> None:
+    """Start the torchserve service, wait for its healthcheck (/ping with the token), copy its key file out.
+
+    The key file stays inside the container (no writable host mount for a non-root user to
+    fight over); clients read the copy at the same path the native server writes.
+    """
+    wait = str(int(cfg.ready_timeout_s))
+    done = _compose(cfg, "up", "-d", "--wait", "--wait-timeout", wait, "torchserve", capture_output=True, text=True)
+    if done.returncode != 0:
+        logs = _compose(cfg, "logs", "--tail", "40", "torchserve", capture_output=True, text=True).stdout
+        _compose(cfg, "stop", "torchserve", check=False)
+        raise ServerError(f"TorchServe (compose) did not become healthy: {done.stderr.strip()}\n{logs}")
+    keys = _compose(cfg, "exec", "-T", "torchserve", "cat", "/home/model-server/key_file.json",
+                    capture_output=True, text=True, check=True).stdout
+    ts_cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    ts_cfg.key_file.write_text(keys, encoding="utf-8")
+    ts_cfg.key_file.chmod(0o600)
 
 
 def deploy_torch(cfg: DeployConfig) -> dict:
-    """Start the real TorchServe natively and wait until the model's workers are READY."""
+    """Start TorchServe (compose image or native) and wait until the model's workers are READY."""
     running = read_record(cfg, "torch")
     if running:
         print(f"deploy-torch: already running ({running['identity']}, pid {running['pgid']}); not starting another")
@@ -162,14 +226,23 @@ def deploy_torch(cfg: DeployConfig) -> dict:
     _check_ports_free(ports)
     from importlib import metadata
 
-    identity = f"TorchServe {metadata.version('torchserve')} (pip package, Java frontend)"
+    mode = choose_torch_server(cfg)
+    if mode == "compose":
+        identity = f"official TorchServe image {compose_image('torchserve')} (docker compose service torchserve)"
+    else:
+        identity = f"TorchServe {metadata.version('torchserve')} (pip package, Java frontend)"
     print(f"deploy-torch: using {identity}; token authorization {'on' if cfg.ts_token_auth else 'OFF'}", flush=True)
-    server = TorchServe(ts_cfg).start(timeout=cfg.ready_timeout_s)
-    record = {"server": "torch", "mode": "native", "identity": identity, "pgid": server.process.pid,
-              "model": cfg.model, "ports": ports, "log": str(ts_cfg.log_file),
+    if mode == "compose":
+        _start_torch_compose(cfg, ts_cfg)
+        started = {"pgid": None, "service": "torchserve", "log": "docker compose logs torchserve"}
+    else:
+        server = TorchServe(ts_cfg).start(timeout=cfg.ready_timeout_s)
+        started = {"pgid": server.process.pid, "log": str(ts_cfg.log_file)}
+    record = {"server": "torch", "mode": mode, "identity": identity, **started, "model": cfg.model, "ports": ports,
               "key_file": str(ts_cfg.key_file) if cfg.ts_token_auth else None,
               "knobs": {"workers": cfg.ts_workers, "batch_size": cfg.ts_batch_size,
-                        "max_batch_delay_ms": cfg.ts_max_batch_delay_ms, "token_auth": cfg.ts_token_auth}}
+                        "max_batch_delay_ms": cfg.ts_max_batch_delay_ms, "token_auth": cfg.ts_token_auth},
+              "cpus": cfg.server_cpus if mode != "compose" else None}
     _write_record(cfg, "torch", record)
     print(f"deploy-torch: ready: REST 127.0.0.1:{ts_cfg.inference_port}, gRPC 127.0.0.1:{ts_cfg.grpc_inference_port}",
           flush=True)
@@ -184,7 +257,9 @@ def undeploy_one(cfg: DeployConfig, server: str) -> bool:
         return False
     record = json.loads(path.read_text(encoding="utf-8"))
     if record["mode"] == "compose":
-        subprocess.run(["docker", "compose", "stop", "tf-serving"], cwd=REPO_ROOT, check=False)
+        _compose(cfg, "stop", record.get("service", "tf-serving"), check=False)
+        if record.get("key_file"):  # the copied token dies with the container; don't leave it lying around
+            Path(record["key_file"]).unlink(missing_ok=True)
     elif record.get("pgid"):
         stop_group(record["pgid"])
     path.unlink(missing_ok=True)

@@ -1,0 +1,83 @@
+"""make gpu-bench: one line and exit 2 without a GPU; option parsing, figures and the table with real numbers."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+
+from serving import gpu_bench
+from tests.conftest import run_module
+
+
+def test_without_a_gpu_it_says_so_in_one_line_and_exits_2(monkeypatch):
+    if gpu_bench.torch_sees_gpu():
+        pytest.skip("this host has a GPU")
+    done = run_module("serving.gpu_bench", "--model", "tiny")
+    assert done.returncode == 2
+    assert done.stderr.strip() == gpu_bench.NO_GPU and "no GPU" in done.stderr
+    assert done.stdout == ""
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch-sizes", "0,8"], "between 1 and 4096"),
+    (["--batch-sizes", "eight"], "integers"),
+    (["--dtypes", "float8"], "choose from float32,float16,bfloat16"),
+    (["--frameworks", "jax"], "choose from torch,tf"),
+    (["--iterations", "-3"], "positive integer"),
+])
+def test_bad_options_exit_2_with_one_line(args, message):
+    done = run_module("serving.gpu_bench", *args)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and message in done.stderr
+
+
+def test_batch_sizes_parse_sorted_and_unique():
+    assert gpu_bench.parse_batch_sizes("256,1, 8,8") == (1, 8, 256)
+    assert gpu_bench.DEFAULT_BATCH_SIZES == tuple(2 ** n for n in range(9))
+    with pytest.raises(argparse.ArgumentTypeError):
+        gpu_bench.parse_batch_sizes("4097")
+
+
+def test_summarize_turns_wall_times_into_throughput_and_percentiles():
+    seconds = [0.010] * 98 + [0.020, 0.030]
+    row = gpu_bench.summarize("torch", "float16", 32, seconds)
+    assert row.iterations == 100
+    assert row.images_per_s == pytest.approx(32 * 100 / 1.03)
+    assert row.p50_ms == pytest.approx(10.0) and row.p99_ms == pytest.approx(np.percentile(seconds, 99) * 1000)
+
+
+def test_table_has_one_aligned_line_per_row():
+    rows = [gpu_bench.summarize("tf", "bfloat16", 256, [0.004, 0.005]), gpu_bench.summarize("torch", "float32", 1,
+                                                                                               [0.0005])]
+    lines = gpu_bench.format_table(rows).splitlines()
+    assert lines[0].split() == ["framework", "dtype", "batch", "images/s", "p50", "ms", "p99", "ms"]
+    assert lines[1].split() == ["tf", "bfloat16", "256", "56,888.9", "4.500", "4.990"]
+    assert lines[2].split() == ["torch", "float32", "1", "2,000.0", "0.500", "0.500"]
+    assert len({len(line) for line in lines}) == 1
+
+
+def test_timing_counts_only_the_timed_iterations_and_drains_the_device_each_time():
+    calls = {"step": 0, "sync": 0}
+    seconds = gpu_bench.time_iterations(lambda: calls.__setitem__("step", calls["step"] + 1),
+                                        lambda: calls.__setitem__("sync", calls["sync"] + 1), warmup=3, iterations=5)
+    assert len(seconds) == 5 and all(s >= 0 for s in seconds)
+    assert calls == {"step": 8, "sync": 6}
+
+
+def test_top1_agreement_compares_argmax():
+    reference = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    assert gpu_bench.top1_agreement(reference[:, ::-1], reference) == 0.0
+    assert gpu_bench.top1_agreement(reference + 0.05, reference) == 1.0
+
+
+def test_tensorflow_is_only_asked_when_a_gpu_driver_is_present(monkeypatch):
+    asked = []
+    monkeypatch.setattr(gpu_bench, "torch_sees_gpu", lambda: False)
+    monkeypatch.setattr(gpu_bench, "tf_sees_gpu", lambda: asked.append("tf") or True)
+    monkeypatch.setattr(gpu_bench, "_gpu_device_present", lambda: False)
+    assert gpu_bench.frameworks_on_gpu(("torch", "tf")) == [] and asked == []
+    monkeypatch.setattr(gpu_bench, "_gpu_device_present", lambda: True)
+    assert gpu_bench.frameworks_on_gpu(("torch", "tf")) == ["tf"] and asked == ["tf"]
+    monkeypatch.setattr(gpu_bench, "torch_sees_gpu", lambda: True)
+    assert gpu_bench.frameworks_on_gpu(("torch",)) == ["torch"]
