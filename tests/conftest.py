@@ -32,3 +32,21 @@ def run_module(*args: str, cwd: Path = REPO_ROOT, env: dict | None = None) -> su
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
     return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=600)
+
+
+PORT_VARIABLES = ("TF_GRPC_PORT", "TF_REST_PORT", "TS_INFERENCE_PORT", "TS_MANAGEMENT_PORT", "TS_METRICS_PORT",
+                  "TS_GRPC_PORT", "TS_GRPC_MANAGEMENT_PORT")
+
+
+@pytest.fixture(scope="session")
+def deployed(artifacts):
+    """Both servers started by `python -m serving deploy` on free ports, as users do; stopped at the end."""
+    from common.procs import free_port
+
+    env = {"ARTIFACTS": str(artifacts.root), "TF_SERVER": "auto", **{v: str(free_port()) for v in PORT_VARIABLES}}
+    done = run_module("serving", "deploy", env=env)
+    try:
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        yield env, done.stdout
+    finally:
+        run_module("serving", "undeploy", env=env)

@@ -4,29 +4,14 @@ import json
 import shutil
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from common.procs import free_port, port_open
 from serving.clients import make_client
 from serving.torch.server import read_keys
-from tests.conftest import run_module
+from tests.conftest import PORT_VARIABLES, run_module
 from training.checkpoint import load_checkpoint
 from training.reference import build_both
-
-PORT_VARIABLES = ("TF_GRPC_PORT", "TF_REST_PORT", "TS_INFERENCE_PORT", "TS_MANAGEMENT_PORT", "TS_METRICS_PORT",
-                  "TS_GRPC_PORT", "TS_GRPC_MANAGEMENT_PORT")
-
-
-@pytest.fixture(scope="module")
-def deployed(artifacts):
-    env = {"ARTIFACTS": str(artifacts.root), "TF_SERVER": "auto", **{v: str(free_port()) for v in PORT_VARIABLES}}
-    done = run_module("serving", "deploy", env=env)
-    try:
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        yield env, done.stdout
-    finally:
-        run_module("serving", "undeploy", env=env)
 
 
 def test_deploy_names_the_servers_and_smokes_all_four_transports(deployed):

@@ -1,0 +1,1 @@
+"""Locust load tests of both servers: payloads, runs, sweeps, validity checks."""

@@ -1,0 +1,127 @@
+"""Command line of the load tests.
+
+  python -m loadtests run    [--target T ...] [--users 8 | --rate R] [--duration 35] [--warmup 5] [--batch-size 1]
+  python -m loadtests sweep  [--slo-ms 100] [--quick] [--no-knobs] [--duration 12 --warmup 3 per step]
+  python -m loadtests prepare --out FILE [--batch-size 1]              payload file only (for locust by hand)
+
+`run` loads each deployed target in turn (make deploy first) and writes
+artifacts/results/<run-id>/: locust's CSVs, summary.json, and prints the
+targets side by side. Every check of the arguments and of the servers
+happens before any load is sent.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from common.errors import OneLineArgumentParser, UsageError, run_cli  # noqa: E402
+from loadtests.config import RunConfig, SweepConfig, new_run_id  # noqa: E402
+from loadtests.payloads import TARGETS  # noqa: E402
+
+
+def _add_run_options(parser: OneLineArgumentParser) -> None:
+    parser.add_argument("--target", action="append", choices=TARGETS, help="repeatable; default: all four")
+    parser.add_argument("--users", type=int, default=8, help="closed loop: concurrent users, no think time")
+    parser.add_argument("--rate", type=float, default=None, help="open loop: arrivals per second (all users)")
+    parser.add_argument("--duration", type=float, default=35.0, help="seconds per target, warm-up included")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds not counted at the start")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--model", default=None, help="default: MODEL or PROFILE from the environment, else tiny")
+    parser.add_argument("--workers", type=int, default=0, help="locust worker processes beside a master")
+    parser.add_argument("--check-every", type=int, default=10, help="decode and check every Nth answer per user")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin generator and servers to CPU sets")
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the in-process ceiling measurement")
+    parser.add_argument("--run-id", default="")
+
+
+def _parser() -> OneLineArgumentParser:
+    parser = OneLineArgumentParser(prog="python -m loadtests", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineArgumentParser)
+    _add_run_options(commands.add_parser("run", help="one run against each target"))
+    sweep = commands.add_parser("sweep", help="knob grid, offered-load steps and batch sizes per target")
+    _add_run_options(sweep)
+    sweep.set_defaults(duration=12.0, warmup=3.0)  # per step: a sweep is many short runs
+    sweep.add_argument("--slo-ms", type=float, default=100.0, help="p99 bound (milliseconds)")
+    sweep.add_argument("--quick", action="store_true", help="shorter steps and fewer of them (make demo)")
+    sweep.add_argument("--no-knobs", action="store_true", help="skip the server knob grid (no redeploys)")
+    prepare = commands.add_parser("prepare", help="write a payload file")
+    prepare.add_argument("--out", type=Path, required=True)
+    prepare.add_argument("--batch-size", type=int, default=1)
+    prepare.add_argument("--model", default=None)
+    prepare.add_argument("--count", type=int, default=32)
+    return parser
+
+
+def run_config(args) -> RunConfig:
+    options = {"users": args.users, "rate": args.rate, "duration_s": args.duration, "warmup_s": args.warmup,
+               "batch_size": args.batch_size, "workers": args.workers, "check_every": args.check_every,
+               "pin": not args.no_pin, "ceiling": not args.no_ceiling, "run_id": args.run_id}
+    if args.target:
+        options["targets"] = tuple(dict.fromkeys(args.target))
+    if args.model:
+        options["model"] = args.model
+    return RunConfig(**options)
+
+
+def _deploy_config(model: str):
+    from serving.config import DeployConfig
+
+    return DeployConfig(model=model)
+
+
+def command_run(args) -> int:
+    from loadtests import runner, summary
+    from loadtests.payloads import prepare
+    from loadtests.targets import checkpoint_dir, resolve_targets
+
+    cfg = run_config(args)
+    deploy_cfg = _deploy_config(cfg.model)
+    targets = resolve_targets(cfg.targets, deploy_cfg, cfg.host)  # unreachable: exit 2 before any load
+    source = checkpoint_dir(deploy_cfg)
+    print(f"loadtest {cfg.run_id}: {cfg.mode} loop, "
+          f"{f'{cfg.rate:g} req/s offered' if cfg.rate else f'{cfg.users} users'}, batch {cfg.batch_size}, "
+          f"{cfg.warmup_s:g} s warm-up + {cfg.window_s:g} s window per target", flush=True)
+    payload_file = prepare(source, cfg.model, cfg.batch_size, cfg.run_dir / "payloads.npz")
+    document = runner.run(cfg, targets, payload_file)
+    print(summary.table(document))
+    print(f"summary: {cfg.run_dir / 'summary.json'}{'' if document['valid'] else '  (INVALID: see reasons above)'}")
+    return 0
+
+
+def command_sweep(args) -> int:
+    from loadtests import sweep
+
+    if not args.run_id:
+        args.run_id = new_run_id("sweep")
+    cfg = run_config(args)
+    sweep_cfg = SweepConfig(run=cfg, slo_ms=args.slo_ms, knob_grid=not args.no_knobs,
+                            step_duration_s=cfg.duration_s, step_warmup_s=cfg.warmup_s)
+    if args.quick:
+        sweep_cfg = sweep.quick(sweep_cfg)
+    sweep.run_sweep(sweep_cfg)
+    return 0
+
+
+def command_prepare(args) -> int:
+    from loadtests.payloads import prepare
+    from loadtests.targets import checkpoint_dir
+
+    if args.batch_size < 1 or args.count < 1:
+        raise UsageError("batch size and count must be at least 1")
+    model = args.model or os.environ.get("MODEL", os.environ.get("PROFILE", "tiny"))
+    out = prepare(checkpoint_dir(_deploy_config(model)), model, args.batch_size, args.out, args.count)
+    print(f"payloads: {out} ({args.count} batches of {args.batch_size})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return {"run": command_run, "sweep": command_sweep, "prepare": command_prepare}[args.command](args)
+
+
+if __name__ == "__main__":
+    run_cli(main, sys.argv[1:])

@@ -1,0 +1,100 @@
+"""The in-process ceiling: the served model called directly in its framework, no server in between.
+
+    python -m loadtests.ceiling --framework tf --model tiny --batch-size 1 --seconds 5 [--cpus 1,2]
+
+It loads exactly what the server loads (the SavedModel's serving signature;
+the torch.export program inside the .mar), pins itself to the servers' CPU
+set, sizes the framework's thread pool to that set, warms up, then calls the
+model back to back from one caller and prints one JSON line: calls per second
+and images per second. A server's throughput divided by this is how much of
+its framework's speed it delivers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+from common.paths import ArtifactPaths, default_artifacts_root  # noqa: E402
+
+
+def _tf_caller(paths: ArtifactPaths, model: str, threads: int) -> Callable[[np.ndarray], object]:
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    base = paths.tf_model_base(model)
+    version = max((p for p in base.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    signature = tf.saved_model.load(str(version)).signatures["serving_default"]
+    return lambda images: signature(images=tf.constant(images))
+
+
+def _torch_caller(paths: ArtifactPaths, model: str, threads: int) -> Callable[[np.ndarray], object]:
+    import torch
+
+    from serving.torch.export import extract_program
+
+    torch.set_num_threads(threads)
+    program = extract_program(paths.torch_model_store / f"{model}.mar", Path(tempfile.mkdtemp(prefix="ceiling-")))
+    module = torch.export.load(str(program)).module()
+
+    def call(images: np.ndarray) -> object:
+        with torch.inference_mode():
+            return module(torch.from_numpy(images))
+
+    return call
+
+
+def measure(call: Callable[[np.ndarray], object], images: np.ndarray, seconds: float,
+            warmup_s: float = 1.0) -> dict:
+    """Back-to-back calls for `seconds` after a warm-up; calls/s, images/s and the median call time."""
+    deadline = time.perf_counter() + warmup_s
+    while time.perf_counter() < deadline:
+        call(images)
+    times = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        started = time.perf_counter()
+        call(images)
+        times.append(time.perf_counter() - started)
+    total = sum(times)
+    return {"calls_per_s": len(times) / total, "images_per_s": len(times) * len(images) / total,
+            "p50_ms": float(np.median(times) * 1000.0), "calls": len(times)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtests.ceiling", description=__doc__.splitlines()[0])
+    parser.add_argument("--framework", choices=("tf", "torch"), required=True)
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--cpus", default="", help="comma-separated CPU ids (default: all this process may use)")
+    parser.add_argument("--artifacts", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if args.cpus:
+        os.sched_setaffinity(0, [int(cpu) for cpu in args.cpus.split(",")])
+    cpus = sorted(os.sched_getaffinity(0))
+    paths = ArtifactPaths(args.artifacts or default_artifacts_root())
+    from training.checkpoint import load_checkpoint
+
+    images, _ = load_checkpoint(paths.checkpoint_dir(args.model)).test_set()
+    batch = np.ascontiguousarray(images[np.arange(args.batch_size) % len(images)], dtype=np.float32)
+    caller = _tf_caller if args.framework == "tf" else _torch_caller
+    result = measure(caller(paths, args.model, len(cpus)), batch, args.seconds)
+    runtime = "tf.saved_model signature" if args.framework == "tf" else "torch.export program (.mar)"
+    print(json.dumps({**result, "framework": args.framework, "batch_size": args.batch_size, "cpus": cpus,
+                      "threads": len(cpus), "runtime": runtime}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

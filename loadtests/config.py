@@ -1,0 +1,109 @@
+"""Typed settings of a load-test run and of a sweep, with defaults that run and checks that say what is wrong."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from common.errors import UsageError
+from common.paths import ArtifactPaths, default_artifacts_root
+from loadtests.payloads import TARGETS
+
+
+def new_run_id(kind: str) -> str:
+    return f"{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{kind}"
+
+
+@dataclass
+class RunConfig:
+    """One run: every target in turn, each with the whole generator to itself.
+
+    `duration_s` is the whole run per target (locust's --run-time); the first
+    `warmup_s` of it are not counted, so the steady-state window is the rest.
+    `rate` set means open loop (arrivals per second); unset means closed loop.
+    """
+
+    targets: tuple[str, ...] = TARGETS
+    users: int = 8
+    rate: float | None = None
+    duration_s: float = 35.0
+    warmup_s: float = 5.0
+    batch_size: int = 1
+    model: str = field(default_factory=lambda: os.environ.get("MODEL", os.environ.get("PROFILE", "tiny")))
+    host: str = "127.0.0.1"
+    artifacts: Path = field(default_factory=default_artifacts_root)
+    run_id: str = ""
+    check_every: int = 10
+    workers: int = 0  # locust worker processes beside a master; 0 = one local process
+    pin: bool = True
+    ceiling: bool = True
+    timeout_s: float = 10.0
+    max_inflight: int = 64
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        self.validate()
+        if not self.run_id:
+            self.run_id = new_run_id("open" if self.rate else "closed")
+
+    def validate(self) -> None:
+        unknown = [t for t in self.targets if t not in TARGETS]
+        if unknown or not self.targets:
+            raise UsageError(f"unknown target {', '.join(unknown) or '(none)'}; choose from {', '.join(TARGETS)}")
+        if self.users < 1:
+            raise UsageError(f"users must be at least 1, got {self.users}")
+        if self.rate is not None and self.rate <= 0:
+            raise UsageError(f"rate must be a positive number of requests per second, got {self.rate}")
+        if self.warmup_s < 0:
+            raise UsageError(f"warm-up must be 0 or more seconds, got {self.warmup_s}")
+        if self.duration_s <= self.warmup_s:
+            raise UsageError(f"duration ({self.duration_s:g} s) must be longer than the warm-up "
+                             f"({self.warmup_s:g} s): the steady-state window is what is left")
+        if self.batch_size < 1:
+            raise UsageError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.check_every < 0:
+            raise UsageError(f"check-every must be at least 1 (0: never check), got {self.check_every}")
+        if self.workers < 0:
+            raise UsageError(f"workers must be 0 (one local process) or more, got {self.workers}")
+
+    @property
+    def mode(self) -> str:
+        return "open" if self.rate else "closed"
+
+    @property
+    def window_s(self) -> float:
+        return self.duration_s - self.warmup_s
+
+    @property
+    def paths(self) -> ArtifactPaths:
+        return ArtifactPaths(Path(self.artifacts))
+
+    @property
+    def run_dir(self) -> Path:
+        return self.paths.results_dir / self.run_id
+
+
+@dataclass
+class SweepConfig:
+    """A sweep: knob grid, offered-load steps and batch sizes per target, all bounded by one p99 SLO."""
+
+    run: RunConfig
+    slo_ms: float = 100.0
+    load_fractions: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.85, 1.0, 1.2)
+    batch_sizes: tuple[int, ...] = (1, 8, 32)
+    knob_grid: bool = True
+    step_duration_s: float = 12.0
+    step_warmup_s: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.slo_ms <= 0:
+            raise UsageError(f"the SLO must be a positive number of milliseconds, got {self.slo_ms}")
+        if not self.load_fractions or min(self.load_fractions) <= 0:
+            raise UsageError("load fractions must be positive")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise UsageError("batch sizes must be at least 1")
+        if self.step_duration_s <= self.step_warmup_s:
+            raise UsageError(f"step duration ({self.step_duration_s:g} s) must be longer than its warm-up "
+                             f"({self.step_warmup_s:g} s)")

@@ -1,0 +1,295 @@
+"""The locust side of a run: one user class per transport, closed or open loop, answers checked.
+
+Run by `python -m loadtests run` (which passes every option below), or by
+hand / in the compose `loadtest` profile:
+
+    locust -f loadtests/locustfile.py --headless --host http://127.0.0.1:8501 \
+        --loadtest-target tf-rest --loadtest-payloads artifacts/results/<run>/payloads.npz -u 8 -r 8 -t 35s
+
+Every option has an environment variable (LOADTEST_TARGET, LOADTEST_PAYLOADS,
+LOADTEST_TOKEN, ...). Bodies are pre-serialised (loadtests/payloads.py); the
+same bytes go out every time. Every `--loadtest-check-every`-th answer per
+user is decoded and its argmax compared with the reference: a wrong one is a
+failure ("wrong_prediction"), not a success.
+
+Latency percentiles are computed from each request's own perf_counter timing
+(locust's histogram rounds to whole milliseconds), collected only after the
+warm-up; workers send theirs to the master, which writes
+`--loadtest-record` (JSON) when the test stops.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections import Counter
+
+import gevent
+import grpc
+import grpc.experimental.gevent as grpc_gevent
+from locust import FastHttpUser, User, constant, events, task
+from locust.runners import MasterRunner, WorkerRunner
+
+from loadtests import payloads as payload_file
+
+grpc_gevent.init_gevent()  # grpc's C core must cooperate with gevent's event loop, before any channel exists
+
+GRPC_METHODS = {"tf-grpc": "/tensorflow.serving.PredictionService/Predict",
+                "torch-grpc": "/org.pytorch.serve.grpc.inference.InferenceAPIsService/Predictions"}
+
+
+@events.init_command_line_parser.add_listener
+def _options(parser) -> None:
+    group = parser.add_argument_group("loadtests")
+    group.add_argument("--loadtest-target", env_var="LOADTEST_TARGET", default="tf-rest",
+                       choices=payload_file.TARGETS)
+    group.add_argument("--loadtest-payloads", env_var="LOADTEST_PAYLOADS", default="", help="from loadtests prepare")
+    group.add_argument("--loadtest-model", env_var="LOADTEST_MODEL", default="")
+    group.add_argument("--loadtest-token", env_var="LOADTEST_TOKEN", default="", help="TorchServe inference token")
+    group.add_argument("--loadtest-warmup", env_var="LOADTEST_WARMUP", type=float, default=5.0)
+    group.add_argument("--loadtest-rate", env_var="LOADTEST_RATE", type=float, default=0.0,
+                       help="open loop: arrivals per second for all users together; 0 = closed loop")
+    group.add_argument("--loadtest-check-every", env_var="LOADTEST_CHECK_EVERY", type=int, default=10)
+    group.add_argument("--loadtest-max-inflight", env_var="LOADTEST_MAX_INFLIGHT", type=int, default=64,
+                       help="open loop: requests one user may have outstanding before arrivals are dropped")
+    group.add_argument("--loadtest-timeout", env_var="LOADTEST_TIMEOUT", type=float, default=10.0)
+    group.add_argument("--loadtest-record", env_var="LOADTEST_RECORD", default="",
+                       help="where the master writes every steady-state request's latency and the failure kinds")
+
+
+class Recorder:
+    """This process's steady-state record: latencies, failure kinds, checks, open-loop send lag."""
+
+    def __init__(self) -> None:
+        self.recording = False
+        self.latencies_ms: list[float] = []
+        self.lags_ms: list[float] = []
+        self.failures: Counter[str] = Counter()
+        self.checked = 0
+        self.started = self.stopped = time.monotonic()
+
+    def start(self) -> None:
+        self.__init__()
+        self.recording = True
+
+    def success(self, latency_ms: float) -> None:
+        if self.recording:
+            self.latencies_ms.append(latency_ms)
+
+    def failure(self, kind: str) -> None:
+        if self.recording:
+            self.failures[kind] += 1
+
+    def stop(self) -> None:
+        if self.recording:
+            self.recording, self.stopped = False, time.monotonic()
+
+    def as_message(self) -> dict:
+        """What this process saw; window_s is how long it really recorded (throughput divides by it)."""
+        return {"latencies_ms": self.latencies_ms, "lags_ms": self.lags_ms, "failures": dict(self.failures),
+                "checked": self.checked, "window_s": self.stopped - self.started}
+
+
+RECORD = Recorder()
+_user_numbers = itertools.count()
+_collected: list[dict] = []  # on the master (or a local runner): every process's record
+
+
+def _start_recording(environment) -> None:
+    """End of warm-up: locust's own statistics restart too, so its CSVs cover the same window."""
+    RECORD.start()
+    if not isinstance(environment.runner, WorkerRunner):
+        environment.runner.stats.reset_all()
+
+
+@events.test_start.add_listener
+def _on_test_start(environment, **_kwargs) -> None:
+    if not isinstance(environment.runner, MasterRunner):
+        gevent.spawn_later(environment.parsed_options.loadtest_warmup, _start_recording, environment)
+    else:
+        gevent.spawn_later(environment.parsed_options.loadtest_warmup, environment.runner.stats.reset_all)
+
+
+@events.test_stopping.add_listener
+def _on_test_stopping(environment, **_kwargs) -> None:
+    RECORD.stop()
+    if isinstance(environment.runner, WorkerRunner):
+        environment.runner.send_message("loadtest_record", RECORD.as_message())
+
+
+@events.init.add_listener
+def _on_init(environment, **_kwargs) -> None:
+    if isinstance(environment.runner, MasterRunner):
+        environment.runner.register_message("loadtest_record", lambda msg, **_: _collected.append(msg.data))
+
+
+@events.quitting.add_listener
+def _on_quitting(environment, **_kwargs) -> None:
+    """The master (or a local runner) writes the merged record for the orchestrator."""
+    if isinstance(environment.runner, WorkerRunner):
+        return
+    records = _collected if isinstance(environment.runner, MasterRunner) else [RECORD.as_message()]
+    path = environment.parsed_options.loadtest_record
+    if path:
+        merged = {"latencies_ms": [], "lags_ms": [], "failures": Counter(), "checked": 0, "processes": len(records),
+                  "window_s": max((record["window_s"] for record in records), default=0.0)}
+        for record in records:
+            merged["latencies_ms"] += record["latencies_ms"]
+            merged["lags_ms"] += record["lags_ms"]
+            merged["failures"].update(record["failures"])
+            merged["checked"] += record["checked"]
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(merged, handle)
+
+
+class _LoadUser(User):
+    """Shared by both transports: which payload to send next, answer checks, and the two load models."""
+
+    abstract = True
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        options = self.environment.parsed_options
+        self.target = options.loadtest_target
+        self.payloads = payload_file.load(options.loadtest_payloads)
+        self.model = options.loadtest_model or self.payloads.meta["model"]
+        self.check_every = options.loadtest_check_every  # 0: never (calibration against a trivial endpoint)
+        self.sent = 0
+        self.inflight = 0
+        users = max(1, self.environment.runner.target_user_count or 1)
+        # Open loop: each user owns an equal share of the arrival rate, its phase interleaved with the others'.
+        self.interval = users / options.loadtest_rate if options.loadtest_rate > 0 else 0.0
+        phase = (next(_user_numbers) % users) / users
+        self.next_arrival = time.perf_counter() + self.interval * phase
+
+    @task
+    def send(self) -> None:
+        if not self.interval:  # closed loop: the next request leaves when the answer is back
+            self.request(self.sent, time.perf_counter())
+            self.sent += 1
+            return
+        now = time.perf_counter()
+        if self.next_arrival > now:
+            gevent.sleep(self.next_arrival - now)
+        scheduled, self.next_arrival = self.next_arrival, self.next_arrival + self.interval
+        if self.inflight >= self.environment.parsed_options.loadtest_max_inflight:
+            RECORD.failure("dropped")  # the generator could not offer this arrival: the run says so
+            return
+        gevent.spawn(self.request, self.sent, scheduled)
+        self.sent += 1
+
+    def request(self, index: int, scheduled: float) -> None:
+        self.inflight += 1
+        started = time.perf_counter()
+        if RECORD.recording and self.interval:
+            RECORD.lags_ms.append((started - scheduled) * 1000.0)
+        try:
+            self.call(index, started)
+        finally:
+            self.inflight -= 1
+
+    def check(self, index: int, answer: bytes) -> str | None:
+        """None if the answer is right (or not sampled), else the failure kind."""
+        if not self.check_every or index % self.check_every:
+            return None
+        if RECORD.recording:
+            RECORD.checked += 1
+        try:
+            predicted = self.payloads.predicted_classes(self.target, answer)
+        except (ValueError, KeyError) as error:
+            return f"bad_answer: {str(error)[:80]}"
+        expected = self.payloads.expected[index % self.payloads.count]
+        if predicted.shape != expected.shape or (predicted != expected).any():
+            return "wrong_prediction"
+        return None
+
+    def call(self, index: int, started: float) -> None:
+        raise NotImplementedError
+
+
+class RestUser(FastHttpUser, _LoadUser):
+    """TF Serving's REST predict and TorchServe's inference API, over keep-alive HTTP/1.1."""
+
+    abstract = True
+    concurrency = 64  # connections per user: open loop may have several requests outstanding
+
+    def on_start(self) -> None:
+        _LoadUser.on_start(self)
+        self.client.client.network_timeout = self.environment.parsed_options.loadtest_timeout
+        self.path = (f"/v1/models/{self.model}:predict" if self.target == "tf-rest" else f"/predictions/{self.model}")
+        self.headers = {"Content-Type": "application/json"}
+        token = self.environment.parsed_options.loadtest_token
+        if token and self.target == "torch-rest":
+            self.headers["Authorization"] = f"Bearer {token}"
+
+    def call(self, index: int, started: float) -> None:
+        with self.client.post(self.path, data=self.payloads.body(self.target, index), headers=self.headers,
+                              name=self.target, catch_response=True) as response:
+            latency_ms = (time.perf_counter() - started) * 1000.0
+            if response.status_code != 200:
+                kind = f"HTTP {response.status_code}" if response.status_code else "connection_error"
+                RECORD.failure(kind)
+                response.failure(f"{kind}: {(response.text or str(response.error))[:200]}")
+                return
+            problem = self.check(index, response.content)
+            if problem:
+                RECORD.failure(problem.split(":")[0])
+                response.failure(problem)
+                return
+            RECORD.success(latency_ms)
+            response.success()
+
+
+class GrpcUser(_LoadUser):
+    """TF Serving's PredictionService and TorchServe's InferenceAPIsService, bytes in and bytes out.
+
+    The request bytes were serialised by `prepare`; the method is called
+    without a serializer, so the generator's per-request work is the transport.
+    """
+
+    abstract = True
+
+    def on_start(self) -> None:
+        _LoadUser.on_start(self)
+        address = self.host.split("://", 1)[-1].rstrip("/")
+        self.channel = grpc.insecure_channel(address)
+        self.method = self.channel.unary_unary(GRPC_METHODS[self.target])
+        token = self.environment.parsed_options.loadtest_token
+        self.metadata = (("authorization", f"Bearer {token}"),) if token and self.target == "torch-grpc" else ()
+
+    def on_stop(self) -> None:
+        self.channel.close()
+
+    def call(self, index: int, started: float) -> None:
+        body = self.payloads.body(self.target, index)
+        answer, problem = b"", None
+        try:
+            answer = self.method(body, timeout=self.environment.parsed_options.loadtest_timeout,
+                                 metadata=self.metadata)
+            problem = self.check(index, answer)
+        except grpc.RpcError as error:
+            problem = f"{error.code().name}: {(error.details() or '')[:200]}"
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        if problem:
+            RECORD.failure(problem.split(":")[0])
+        else:
+            RECORD.success(latency_ms)
+        events.request.fire(request_type="grpc", name=self.target, response_time=latency_ms,
+                            response_length=len(answer), exception=RuntimeError(problem) if problem else None,
+                            context={})
+
+
+class LoadRestUser(RestUser):
+    """Picked when --loadtest-target is a REST target (see _pick_user_class)."""
+
+
+class LoadGrpcUser(GrpcUser):
+    """Picked when --loadtest-target is a gRPC target."""
+
+
+@events.init.add_listener
+def _pick_user_class(environment, **_kwargs) -> None:
+    """One user class per run, chosen by the target (locust would otherwise run both)."""
+    target = environment.parsed_options.loadtest_target if environment.parsed_options else "tf-rest"
+    environment.user_classes = [LoadGrpcUser if target.endswith("grpc") else LoadRestUser]

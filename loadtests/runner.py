@@ -1,0 +1,282 @@
+"""One load-test run: prepare payloads, pin, drive locust at each target, check validity, write summary.json.
+
+Locust runs as its own process (a master plus workers when asked), on the
+generator's CPU set; this process only starts it, prints progress from its
+history CSV, samples its CPU use over the steady-state window and turns its
+record into the summary.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from common.cpus import pin_self
+from common.environment import host_record, package_versions
+from common.paths import REPO_ROOT
+from loadtests import pinning, summary
+from loadtests.config import RunConfig
+from loadtests.targets import Target
+
+LOCUSTFILE = REPO_ROOT / "loadtests" / "locustfile.py"
+SATURATED_CPU_PERCENT = 90.0  # one locust process is one Python thread: past this it is the bottleneck
+MAX_SEND_LAG_MS = 10.0  # open loop: arrivals sent this late mean the generator, not the server, set the pace
+EARLY_STOP_FAILURE_RATIO = 0.5
+PROGRESS_EVERY_S = 5.0  # more failures than this after warm-up: the server is down, stop wasting time
+
+
+@dataclass
+class LocustProcesses:
+    processes: list[subprocess.Popen]
+
+    def alive(self) -> bool:
+        return self.processes[0].poll() is None
+
+    def cpu_seconds(self) -> list[float]:
+        """User + system CPU seconds per process (0 for one that has ended)."""
+        seconds = []
+        for process in self.processes:
+            try:
+                times = psutil.Process(process.pid).cpu_times()
+                seconds.append(times.user + times.system)
+            except psutil.Error:
+                seconds.append(0.0)
+        return seconds
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def locust_command(cfg: RunConfig, target: Target, payload_file: Path, prefix: Path, record: Path) -> list[str]:
+    command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
+               "--host", target.locust_host, "-u", str(cfg.users), "-r", str(cfg.users),
+               "--run-time", f"{cfg.duration_s:g}s", "--stop-timeout", "5",
+               "--csv", str(prefix), "--csv-full-history",
+               "--loadtest-target", target.name, "--loadtest-payloads", str(payload_file),
+               "--loadtest-model", cfg.model, "--loadtest-warmup", f"{cfg.warmup_s:g}",
+               "--loadtest-rate", f"{cfg.rate or 0:g}", "--loadtest-check-every", str(cfg.check_every),
+               "--loadtest-timeout", f"{cfg.timeout_s:g}", "--loadtest-max-inflight", str(cfg.max_inflight),
+               "--loadtest-record", str(record)]
+    if target.token:
+        command += ["--loadtest-token", target.token]
+    if cfg.workers:
+        command += ["--master", "--expect-workers", str(cfg.workers), "--master-bind-host", "127.0.0.1"]
+    return command
+
+
+def start_locust(cfg: RunConfig, command: list[str], log: Path, cpus: list[int] | None) -> LocustProcesses:
+    def pin() -> None:
+        pin_self(cpus)
+
+    handle = open(log, "ab")  # noqa: SIM115 - the processes write to it until they end
+    processes = [subprocess.Popen(command, cwd=REPO_ROOT, stdout=handle, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, preexec_fn=pin)]
+    if cfg.workers:
+        worker = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker", "--master-host", "127.0.0.1"]
+        master_port = _master_port(command)
+        worker += ["--master-port", str(master_port)]
+        processes += [subprocess.Popen(worker, cwd=REPO_ROOT, stdout=handle, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, preexec_fn=pin) for _ in range(cfg.workers)]
+    return LocustProcesses(processes)
+
+
+def _master_port(command: list[str]) -> int:
+    return int(command[command.index("--master-bind-port") + 1]) if "--master-bind-port" in command else 5557
+
+
+def _latest_history(prefix: Path, name: str) -> dict | None:
+    path = Path(f"{prefix}_stats_history.csv")
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = [row for row in csv.DictReader(handle) if row.get("Name") == name]
+    except OSError:
+        return None
+    return rows[-1] if rows else None
+
+
+def drive(cfg: RunConfig, target: Target, payload_file: Path, plan: pinning.CpuPlan) -> dict:
+    """Run locust against one target; the raw record plus generator CPU use and how the run ended."""
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    prefix, record_file = cfg.run_dir / target.name, cfg.run_dir / f"{target.name}.record.json"
+    command = locust_command(cfg, target, payload_file, prefix, record_file)
+    if cfg.workers:
+        from common.procs import free_port
+
+        command += ["--master-bind-port", str(free_port())]
+    locust = start_locust(cfg, command, cfg.run_dir / f"{target.name}.locust.log", plan.generator_cpus)
+    started = time.monotonic()
+    cpu_at_warm = wall_at_warm = cpu_at_end = wall_at_end = None
+    stop, printed = "duration", 0.0
+    try:
+        while locust.alive():
+            time.sleep(0.5)
+            elapsed = time.monotonic() - started
+            if elapsed >= cfg.warmup_s and elapsed <= cfg.duration_s:  # CPU use over the steady window only
+                sample = locust.cpu_seconds(), time.monotonic()
+                if cpu_at_warm is None:
+                    cpu_at_warm, wall_at_warm = sample
+                else:
+                    cpu_at_end, wall_at_end = sample
+            row = _latest_history(prefix, target.name)
+            if not cfg.quiet and elapsed - printed >= PROGRESS_EVERY_S:
+                printed = elapsed
+                _progress(target.name, elapsed, cfg, row)
+            if row and elapsed > cfg.warmup_s + 3 and _mostly_failing(row):
+                stop = "early stop: more than half the requests failed"
+                break
+            if elapsed > cfg.duration_s + 60:
+                stop = "early stop: locust did not end 60 s after its run time"
+                break
+    finally:
+        locust.stop()
+    if not record_file.exists():
+        log_tail = (cfg.run_dir / f"{target.name}.locust.log").read_text(errors="replace")[-1500:]
+        raise RuntimeError(f"{target.name}: locust wrote no record; its log ends with:\n{log_tail}")
+    raw = json.loads(record_file.read_text(encoding="utf-8"))
+    raw["cpu_percent"] = _busiest_cpu_percent(cpu_at_warm, wall_at_warm, cpu_at_end, wall_at_end)
+    raw["stop"] = stop
+    return raw
+
+
+def _mostly_failing(row: dict) -> bool:
+    requests, failures = float(row.get("Total Request Count") or 0), float(row.get("Total Failure Count") or 0)
+    return requests >= 20 and failures / requests > EARLY_STOP_FAILURE_RATIO
+
+
+def _busiest_cpu_percent(before: list[float] | None, t0: float | None, after: list[float] | None,
+                         t1: float | None) -> float | None:
+    if before is None or after is None or t0 is None or t1 is None or t1 <= t0:
+        return None
+    return max(100.0 * (end - start) / (t1 - t0) for start, end in zip(before, after, strict=True))
+
+
+def _progress(name: str, elapsed: float, cfg: RunConfig, row: dict | None) -> None:
+    phase = "warm-up" if elapsed < cfg.warmup_s else "steady"
+    counted_s = elapsed if elapsed < cfg.warmup_s else max(elapsed - cfg.warmup_s, 0.5)  # stats restart at warm-up
+    rps = (f"{float(row['Total Request Count']) / counted_s:7.1f} req/s  failures {row['Total Failure Count']}"
+           if row else "starting")
+    print(f"  {name:<10} {phase:<7} {min(elapsed, cfg.duration_s):5.1f}/{cfg.duration_s:g} s  {rps}", flush=True)
+
+
+def validity(cfg: RunConfig, raw: dict, requests: int) -> list[str]:
+    """Why a target's figures cannot be trusted; empty when they can."""
+    reasons = []
+    cpu = raw.get("cpu_percent")
+    if cpu is not None and cpu >= SATURATED_CPU_PERCENT:
+        reasons.append(f"load generator saturated: a locust process used {cpu:.0f}% of a core "
+                       f"(limit {SATURATED_CPU_PERCENT:.0f}%); add workers (--workers) or cores")
+    lags = raw.get("lags_ms") or []
+    if cfg.rate and lags and float(np.percentile(lags, 99)) > MAX_SEND_LAG_MS:
+        reasons.append(f"open loop fell behind: p99 send lag {np.percentile(lags, 99):.1f} ms "
+                       f"(limit {MAX_SEND_LAG_MS:g} ms)")
+    dropped = raw["failures"].get("dropped", 0)
+    if dropped:
+        reasons.append(f"{dropped} arrivals dropped: more than {cfg.max_inflight} outstanding per user")
+    failures = sum(raw["failures"].values())
+    if failures:
+        reasons.append(f"{failures} failed requests: {', '.join(f'{k} {v}' for k, v in raw['failures'].items())}")
+    if requests == 0:
+        reasons.append("no request completed in the steady-state window")
+    if raw["stop"] != "duration":
+        reasons.append(raw["stop"])
+    return reasons
+
+
+def target_result(cfg: RunConfig, target: Target, raw: dict, ceiling: dict | None) -> dict:
+    latencies = raw["latencies_ms"]
+    failures = sum(raw["failures"].values())
+    requests = len(latencies) + failures
+    # The window locust really recorded (it can end a little before the nominal one).
+    throughput = len(latencies) / (raw.get("window_s") or cfg.window_s)
+    lags = raw.get("lags_ms") or []
+    reasons = validity(cfg, raw, requests)
+    return {
+        "target": target.name, "framework": target.framework, "transport": target.transport,
+        "server": target.server, "requests": requests, "failures": failures,
+        "failures_by_kind": dict(sorted(raw["failures"].items())), "checked_responses": raw["checked"],
+        "throughput_rps": throughput, "images_per_s": throughput * cfg.batch_size,
+        "offered": {"mode": cfg.mode, "users": cfg.users, "rate_rps": cfg.rate},
+        "latency_ms": summary.percentiles(latencies),
+        "generator": {"cpu_percent": raw.get("cpu_percent"),
+                      "saturated": any(r.startswith("load generator saturated") for r in reasons),
+                      "send_lag_ms_p99": float(np.percentile(lags, 99)) if lags else None},
+        "ceiling": ({"in_process_rps": ceiling["calls_per_s"], "fraction": throughput / ceiling["calls_per_s"],
+                     "runtime": ceiling["runtime"]} if ceiling else None),
+        "valid": not reasons, "invalid_reasons": reasons,
+        "files": {"stats_csv": f"{target.name}_stats.csv", "history_csv": f"{target.name}_stats_history.csv",
+                  "failures_csv": f"{target.name}_failures.csv", "locust_log": f"{target.name}.locust.log"},
+    }
+
+
+def measure_ceiling(cfg: RunConfig, framework_side: str, cpus: list[int] | None, seconds: float = 5.0) -> dict:
+    """The in-process ceiling in a fresh process on the servers' CPU set (the framework's own speed)."""
+    command = [sys.executable, "-m", "loadtests.ceiling", "--framework", framework_side, "--model", cfg.model,
+               "--batch-size", str(cfg.batch_size), "--seconds", f"{seconds:g}", "--artifacts", str(cfg.artifacts)]
+    if cpus:
+        command += ["--cpus", ",".join(map(str, cpus))]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"in-process ceiling ({framework_side}) failed:\n{done.stderr[-1500:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def environment_record(plan: pinning.CpuPlan, cfg: RunConfig) -> dict:
+    return {"host": host_record(), "packages": package_versions(),
+            "pinning": plan.record(),
+            "generator": {"tool": "locust", "version": metadata.version("locust"),
+                          "processes": max(1, cfg.workers), "distributed": bool(cfg.workers),
+                          "check_every": cfg.check_every}}
+
+
+def run(cfg: RunConfig, targets: list[Target], payload_file: Path) -> dict:
+    """Every target in turn; summary.json written, validated and returned."""
+    from loadtests.payloads import load as load_payloads
+
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    meta = load_payloads(payload_file).meta
+    plan = pinning.plan_cpus([t.server["cpus"] for t in targets], cfg.pin)
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    results, ceilings = {}, {}
+    for target in targets:
+        if cfg.ceiling and target.side not in ceilings:
+            say(cfg, f"  {target.framework}: in-process ceiling at batch {cfg.batch_size} ...")
+            ceilings[target.side] = measure_ceiling(cfg, target.side, plan.server_cpus)
+        raw = drive(cfg, target, payload_file, plan)
+        results[target.name] = target_result(cfg, target, raw, ceilings.get(target.side))
+    invalid = [f"{name}: {reason}" for name, result in results.items() for reason in result["invalid_reasons"]]
+    document = {
+        "kind": "loadtest", "schema_version": 1, "run_id": cfg.run_id, "created": created, "mode": cfg.mode,
+        "model": {"name": cfg.model, "profile": meta["profile"], "batch_size": cfg.batch_size,
+                  "multiply_accumulates": meta.get("multiply_accumulates")},
+        "window": {"warmup_s": cfg.warmup_s, "duration_s": cfg.window_s,
+                   "stop": "duration" if all(r["valid"] or "early stop" not in " ".join(r["invalid_reasons"])
+                                             for r in results.values()) else "early stop"},
+        "load": {"users": cfg.users, "rate_rps": cfg.rate, "generator_processes": max(1, cfg.workers)},
+        "environment": environment_record(plan, cfg),
+        "valid": not invalid, "invalid_reasons": invalid, "targets": results,
+    }
+    summary.write(cfg.run_dir / "summary.json", document)
+    return document
+
+
+def say(cfg: RunConfig, message: str) -> None:
+    if not cfg.quiet:
+        print(message, flush=True)

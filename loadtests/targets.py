@@ -1,0 +1,87 @@
+"""What each target is: its address, its token, and the server behind it, from what `make deploy` recorded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from common.errors import UsageError
+from common.procs import port_open
+from serving.config import DeployConfig
+
+FRAMEWORK = {"tf": "tensorflow", "torch": "pytorch"}
+# The deploy record's port key for each target.
+PORT_KEY = {"tf-rest": ("tf", "rest"), "tf-grpc": ("tf", "grpc"), "torch-rest": ("torch", "inference"),
+            "torch-grpc": ("torch", "grpc")}
+
+
+@dataclass
+class Target:
+    name: str  # tf-rest, tf-grpc, torch-rest, torch-grpc
+    host: str
+    port: int
+    server: dict  # the summary's "server" object: identity, binary, version, official, knobs
+    token: str = ""
+
+    @property
+    def side(self) -> str:
+        return self.name.split("-")[0]
+
+    @property
+    def framework(self) -> str:
+        return FRAMEWORK[self.side]
+
+    @property
+    def transport(self) -> str:
+        return self.name.split("-")[1]
+
+    @property
+    def locust_host(self) -> str:
+        return f"http://{self.host}:{self.port}" if self.transport == "rest" else f"{self.host}:{self.port}"
+
+
+def server_record(record: dict) -> dict:
+    """The summary's server object from a deploy record: which binary, which version, official or not."""
+    if record["server"] == "torch":
+        binary, version, official = "torchserve", metadata.version("torchserve"), True
+    elif record["mode"] == "dropin":
+        version = f"this project's, on tensorflow {metadata.version('tensorflow')}"
+        binary, official = "tf-serving-dropin", False
+    elif record["mode"] == "compose":
+        binary, version, official = "tensorflow/serving image", record.get("image", "see docker-compose.yml"), True
+    else:
+        binary, version, official = "tensorflow_model_server", record["identity"], True
+    return {"identity": record["identity"], "binary": binary, "version": version, "official": official,
+            "knobs": record.get("knobs", {}), "cpus": record.get("cpus")}
+
+
+def resolve_targets(names: tuple[str, ...], cfg: DeployConfig, host: str) -> list[Target]:
+    """Every requested target, checked reachable, or a UsageError naming the first that is not."""
+    from serving.deploy import read_record
+    from serving.smoke import token_for
+
+    targets = []
+    for name in names:
+        side, port_key = PORT_KEY[name]
+        record = read_record(cfg, side)
+        if record is None:
+            raise UsageError(f"{name}: no {side} server deployed (artifacts/run/{side}.json is missing); "
+                             f"run 'make deploy' first")
+        port = int(record["ports"][port_key])
+        if not port_open(port, host):
+            raise UsageError(f"{name}: nothing answers on {host}:{port}; is the server still running? "
+                             f"(make status, make deploy)")
+        if record.get("model") != cfg.model:
+            raise UsageError(f"{name}: the deployed model is {record.get('model')!r}, not {cfg.model!r}; "
+                             f"set MODEL or redeploy")
+        token = (token_for(cfg, name) or "") if side == "torch" else ""
+        targets.append(Target(name, host, port, server_record(record), token))
+    return targets
+
+
+def checkpoint_dir(cfg: DeployConfig) -> Path:
+    path = cfg.paths.checkpoint_dir(cfg.model)
+    if not (path / "checkpoint.json").exists():
+        raise UsageError(f"no checkpoint for model {cfg.model!r} at {path}; run 'make train' first")
+    return path
