@@ -16,10 +16,11 @@ EXPORTED   := $(ARTIFACTS)/models/torch/$(MODEL).mar
 export PROFILE TRAINER MODEL ARTIFACTS
 
 .DEFAULT_GOAL := help
-.PHONY: help setup protos train export deploy deploy-tf deploy-torch smoke undeploy status predict edge bench-batching demo test lint clean
+.PHONY: help setup protos train export deploy deploy-tf deploy-torch smoke undeploy status predict edge bench-batching \
+        loadtest sweep loadtest-distributed demo test lint clean
 
 help: ## List every target with one line each
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-21s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 setup: $(STAMP) ## Create .venv from requirements.lock (does nothing when it is up to date)
 
@@ -72,13 +73,31 @@ predict: protos ## One prediction for humans: make predict TARGET=tf-grpc IMAGE=
 bench-batching: setup ## Benchmark: drop-in throughput with server-side batching off vs on (prints the ratio)
 	$(PY) -m serving.tf.dropin.bench
 
-demo: setup ## End to end on this machine: train, export (parity gate), edge, deploy both servers, smoke, undeploy
-	$(MAKE) --no-print-directory train
-	$(MAKE) --no-print-directory export
-	$(MAKE) --no-print-directory edge
-	$(MAKE) --no-print-directory deploy || { $(MAKE) --no-print-directory undeploy; exit 1; }
-	$(MAKE) --no-print-directory undeploy
-	@echo "demo: done; artifacts and manifest.json are in artifacts/"
+loadtest: protos ## Locust against the four deployed targets, side-by-side table + summary.json (LOADTEST_ARGS=...)
+	$(PY) -m loadtests run $(LOADTEST_ARGS)
+
+sweep: protos ## Knob grid + offered-load steps per target: the SLO-bounded maximum (SWEEP_ARGS="--slo-ms 100")
+	$(PY) -m loadtests sweep $(SWEEP_ARGS)
+
+loadtest-distributed: protos ## make loadtest with a locust master and WORKERS worker processes (default 2)
+	$(PY) -m loadtests run --workers $(or $(WORKERS),2) $(LOADTEST_ARGS)
+
+# A demo stage that fails stops the demo with its name and leaves no server running.
+define demo_stage
+	@echo "demo: == $(1) =="
+	@$(MAKE) --no-print-directory $(1) $(2) || { echo "demo: stopped at '$(1)' (its output is above); stopping servers"; \
+		$(MAKE) --no-print-directory undeploy >/dev/null 2>&1; exit 1; }
+endef
+
+demo: setup ## Everything on this machine: train, export, edge, deploy, a short sweep, undeploy, report
+	$(call demo_stage,train)
+	$(call demo_stage,export)
+	$(call demo_stage,edge)
+	$(call demo_stage,deploy)
+	$(call demo_stage,sweep,SWEEP_ARGS="--quick --duration 8 --warmup 2")
+	$(call demo_stage,undeploy)
+	$(call demo_stage,report)
+	@echo "demo: done; the report is $(ARTIFACTS)/report/index.html (and report.md beside it)"
 
 test: setup ## Run the test suite (real TorchServe, real TensorFlow)
 	$(PY) -m pytest
@@ -88,3 +107,37 @@ lint: setup ## ruff over the whole repository
 
 clean: ## Remove artifacts/ (keeps .venv)
 	rm -rf artifacts
+
+# Containers, GPU hosts and scale-out (issue 8)
+# Compose v2 (`docker compose`) when the plugin exists, else Debian's docker-compose; `=` so it is
+# only looked up when a compose target runs.
+COMPOSE = $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+# docker-compose.yml reads ARTIFACTS_DIR; an absolute path works wherever ARTIFACTS points.
+COMPOSE_ENV = ARTIFACTS_DIR=$(abspath $(ARTIFACTS))
+
+.PHONY: compose-up compose-gpu compose-down compose-config gpu-bench
+
+compose-up: $(EXPORTED) ## Official TF Serving + TorchServe images on CPU (compose profile cpu), equal limits
+	$(COMPOSE_ENV) $(COMPOSE) --profile cpu up -d --wait tf-serving torchserve
+
+compose-gpu: $(EXPORTED) ## Official GPU images of both servers on one NVIDIA GPU (profile gpu); PROFILE=mobilenet
+	$(COMPOSE_ENV) $(COMPOSE) --profile gpu up -d --wait tf-serving-gpu torchserve-gpu
+
+compose-down: ## Stop and remove every container docker-compose.yml started (all profiles)
+	$(COMPOSE_ENV) $(COMPOSE) --profile cpu --profile gpu --profile loadtest down
+
+compose-config: ## Validate docker-compose.yml and print it resolved (no Docker engine needed)
+	$(COMPOSE_ENV) $(COMPOSE) --profile cpu --profile gpu --profile loadtest config
+
+gpu-bench: setup ## In-process ceiling of torch and TF on a GPU, batch 1..256, float32/16/bf16 -> results/gpu-bench.json
+	$(PY) -m serving.gpu_bench --model $(MODEL)
+
+# Report (issue 6)
+.PHONY: report train-both
+
+report: setup ## Build artifacts/report/index.html and report.md from the results files alone (no measuring)
+	$(PY) -m report
+
+train-both: setup ## Train PROFILE with both trainers: checkpoints <profile> (torch) and <profile>-tf (tf) for the report
+	$(PY) -m training train --profile $(PROFILE) --trainer torch
+	$(PY) -m training train --profile $(PROFILE) --trainer tf --model-name $(PROFILE)-tf

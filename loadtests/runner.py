@@ -90,9 +90,11 @@ def start_locust(cfg: RunConfig, command: list[str], log: Path, cpus: list[int] 
     processes = [subprocess.Popen(command, cwd=REPO_ROOT, stdout=handle, stderr=subprocess.STDOUT,
                                   stdin=subprocess.DEVNULL, preexec_fn=pin)]
     if cfg.workers:
-        worker = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker", "--master-host", "127.0.0.1"]
-        master_port = _master_port(command)
-        worker += ["--master-port", str(master_port)]
+        # Workers choose their user class at start-up, so they need the same --loadtest-* options as the master.
+        own = [arg for i, arg in enumerate(command) if arg.startswith("--loadtest-")
+               or command[i - 1].startswith("--loadtest-")]
+        worker = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker", "--master-host", "127.0.0.1",
+                  "--master-port", str(_master_port(command)), *own]
         processes += [subprocess.Popen(worker, cwd=REPO_ROOT, stdout=handle, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, preexec_fn=pin) for _ in range(cfg.workers)]
     return LocustProcesses(processes)
