@@ -32,7 +32,8 @@ LOCUSTFILE = REPO_ROOT / "loadtests" / "locustfile.py"
 SATURATED_CPU_PERCENT = 90.0  # one locust process is one Python thread: past this it is the bottleneck
 MAX_SEND_LAG_MS = 10.0  # open loop: arrivals sent this late mean the generator, not the server, set the pace
 EARLY_STOP_FAILURE_RATIO = 0.5
-PROGRESS_EVERY_S = 5.0  # more failures than this after warm-up: the server is down, stop wasting time
+PROGRESS_EVERY_S = 5.0
+LOCUST_START_TIMEOUT_S = 120.0  # more failures than this after warm-up: the server is down, stop wasting time
 
 
 @dataclass
@@ -124,15 +125,23 @@ def drive(cfg: RunConfig, target: Target, payload_file: Path, plan: pinning.CpuP
 
         command += ["--master-bind-port", str(free_port())]
     locust = start_locust(cfg, command, cfg.run_dir / f"{target.name}.locust.log", plan.generator_cpus)
-    started = time.monotonic()
+    launched, started = time.monotonic(), None  # started: when locust's test began (its first CSV row)
     cpu_at_warm = wall_at_warm = cpu_at_end = wall_at_end = None
-    stop, printed = "duration", 0.0
+    stop, printed = "duration", -PROGRESS_EVERY_S
     try:
         while locust.alive():
             time.sleep(0.5)
-            elapsed = time.monotonic() - started
-            if elapsed >= cfg.warmup_s and elapsed <= cfg.duration_s:  # CPU use over the steady window only
-                sample = locust.cpu_seconds(), time.monotonic()
+            now = time.monotonic()
+            if started is None:
+                if Path(f"{prefix}_stats_history.csv").exists():
+                    started = now
+                elif now - launched > LOCUST_START_TIMEOUT_S:
+                    stop = f"early stop: locust did not start within {LOCUST_START_TIMEOUT_S:g} s"
+                    break
+                continue
+            elapsed = now - started
+            if cfg.warmup_s <= elapsed <= cfg.duration_s:  # CPU use over the steady window only
+                sample = locust.cpu_seconds(), now
                 if cpu_at_warm is None:
                     cpu_at_warm, wall_at_warm = sample
                 else:
