@@ -1,0 +1,134 @@
+"""'When to choose which', written from the measured numbers, with the caveats the data carries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from report import fmt
+from report.doc import Bullets, Paragraph, Section
+from report.load import Loaded, Results
+from report.verdict import FRAMEWORK_OF, TRANSPORT_OF, TargetRow, Verdict, highest_throughput, lowest_latency
+
+GENERATOR_LIMIT_SHARE = 0.8  # a target above this share of the generator's own ceiling may be measuring it
+TF_SERVERS = {"tf-rest", "tf-grpc"}
+
+
+def _latency_advice(verdict: Verdict) -> str:
+    best = lowest_latency(verdict.rows)
+    if best is None:
+        return "Low latency: no valid target has latency figures at a common load, so no winner."
+    others = sorted((r for r in verdict.rows if r.comparable and r is not best), key=lambda r: r.p99_ms)
+    runner = f"; next {others[0].target} at {fmt.ms(others[0].p99_ms)} ms" if others else ""
+    return (f"Low latency: choose {best.target} ({fmt.server(best.server)}): p99 {fmt.ms(best.p99_ms)} ms, "
+            f"p50 {fmt.ms(best.p50_ms)} ms at {verdict.load_label}{runner}.")
+
+
+def _throughput_advice(verdict: Verdict) -> str:
+    best, basis = highest_throughput(verdict.rows)
+    if best is None:
+        return "High throughput: no valid target has a throughput figure, so no winner."
+    if basis == "slo":
+        figure = f"{fmt.rps(best.slo_max_rps)} req/s within the p99 SLO of {verdict.slo_ms:g} ms"
+    else:
+        figure = f"{fmt.rps(best.saturation_rps)} req/s ({verdict.load_label}; no SLO sweep yet)"
+    return f"High throughput: choose {best.target} ({fmt.server(best.server)}): {figure}."
+
+
+def _framework_advice(verdict: Verdict) -> str | None:
+    """Best TensorFlow target against best PyTorch target, on the same throughput basis as the winner."""
+    _, basis = highest_throughput(verdict.rows)
+
+    def figure(row: TargetRow) -> float | None:
+        return row.slo_max_rps if basis == "slo" else row.saturation_rps
+
+    best = {}
+    for framework in ("tensorflow", "pytorch"):
+        rows = [r for r in verdict.rows if r.valid and FRAMEWORK_OF[r.target] == framework and figure(r)]
+        best[framework] = max(rows, key=lambda r: (figure(r), r.target)) if rows else None
+    tf_row, torch_row = best["tensorflow"], best["pytorch"]
+    if tf_row is None or torch_row is None:
+        return None
+    ratio = figure(tf_row) / figure(torch_row)
+    leader = "TensorFlow's" if ratio >= 1 else "PyTorch's"
+    return (f"Framework against framework: {leader} best target leads; {tf_row.target} serves {ratio:.2f}x the "
+            f"throughput of {torch_row.target} ({fmt.rps(figure(tf_row))} against {fmt.rps(figure(torch_row))} "
+            f"req/s, {'SLO-bounded' if basis == 'slo' else 'saturation'}).")
+
+
+def _edge_advice(edge: Loaded | None) -> str:
+    if edge is None:
+        return "On the device: not measured yet (`make edge`)."
+    rows = [r for r in edge.data["results"] if not r["flagged"]]
+    if not rows:
+        return "On the device: every format loses more than 1 point of accuracy; none is recommended."
+    smallest = min(rows, key=lambda r: (r["bytes"], r["format"]))
+    fastest = min(rows, key=lambda r: (r["latency_p50_ms"], r["format"]))
+    return (f"On the device: {smallest['format']} is the smallest file within 1 point of accuracy "
+            f"({fmt.integer(smallest['bytes'])} bytes, {smallest['accuracy_change_points']:+.2f} points, "
+            f"p50 {smallest['latency_p50_ms']:.3f} ms); {fastest['format']} is the fastest "
+            f"(p50 {fastest['latency_p50_ms']:.3f} ms, {fmt.integer(fastest['bytes'])} bytes).")
+
+
+def _server_caveats(verdict: Verdict) -> list[str]:
+    dropin = sorted({r.server["identity"] for r in verdict.rows if not r.server.get("official")})
+    lines = [f"Not an official binary: {name} served some targets; their numbers describe that server, not "
+             f"TF Serving's official binary." for name in dropin]
+    env = verdict.loaded.data["environment"]
+    if not env["pinning"]["applied"]:
+        lines.append("Server and load generator were not pinned to disjoint cores: they competed for "
+                     f"{env['host'].get('logical_cpus', '?')} logical CPUs, which lowers every figure.")
+    lines.append(f"Absolute numbers hold only for {fmt.hardware(env['host'])}; compare the ratios.")
+    return lines
+
+
+def _generator_caveats(verdict: Verdict) -> list[str]:
+    calibration = verdict.loaded.data.get("calibration") if verdict.mode == "sweep" else None
+    if not calibration:
+        return []
+    lines = []
+    for row in verdict.rows:
+        ceiling = calibration[f"{TRANSPORT_OF[row.target]}_rps"]
+        if row.valid and row.saturation_rps and ceiling and row.saturation_rps >= GENERATOR_LIMIT_SHARE * ceiling:
+            lines.append(f"{row.target}'s saturation throughput ({fmt.rps(row.saturation_rps)} req/s) is within "
+                         f"{1 - GENERATOR_LIMIT_SHARE:.0%} of the generator's own {TRANSPORT_OF[row.target]} "
+                         f"ceiling ({fmt.rps(ceiling)} req/s): the generator may be the limit.")
+    return lines
+
+
+def _validity_caveats(verdict: Verdict) -> list[str]:
+    invalid = [r for r in verdict.rows if not r.valid]
+    lines = [f"Excluded from every winner above: {r.target} is INVALID ({'; '.join(r.reasons)})." for r in invalid]
+    if verdict.mode == "sweep" and verdict.common_load is None:
+        lines.append("The valid targets share no offered load, so latency is not compared.")
+    return lines
+
+
+def _edge_caveats(edge: Loaded | None) -> list[str]:
+    if edge is None:
+        return []
+    flagged = [r["format"] for r in edge.data["results"] if r["flagged"]]
+    host = fmt.hardware(edge.data.get("host") or {})
+    lines = [f"Edge latency is single-image on the build host ({host}), not on a phone."]
+    if flagged:
+        lines.append(f"Not recommended on the device: {', '.join(flagged)} (lose more than 1 point of accuracy).")
+    return lines
+
+
+def choose_section(results: Results, verdict: Verdict | None, training_lines: list[str]) -> Section:
+    """The recommendations, each derived from a number in the tables, then the caveats."""
+    section = Section("choose", "When to choose which")
+    sources: list[Any] = ([verdict.loaded.source.describe()] if verdict else []) + (
+        [results.edge.source.describe()] if results.edge else [])
+    section.sources = sources
+    advice = ([_latency_advice(verdict), _throughput_advice(verdict)] if verdict else
+              ["Serving: not measured yet (`make sweep` or `make loadtest`)."])
+    framework = _framework_advice(verdict) if verdict else None
+    advice += ([framework] if framework else []) + [_edge_advice(results.edge)] + training_lines
+    section.add(Bullets(advice))
+    caveats = (_validity_caveats(verdict) + _server_caveats(verdict) + _generator_caveats(verdict)
+               if verdict else []) + _edge_caveats(results.edge)
+    if verdict is not None and verdict.mode != "sweep":
+        caveats.append("No SLO sweep: the serving advice rests on one load-test run at one load.")
+    if caveats:
+        section.add(Paragraph("Caveats the data carries:"), Bullets(caveats))
+    return section

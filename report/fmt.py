@@ -1,0 +1,73 @@
+"""How numbers and provenance read in every table, so the same figure always prints the same way."""
+
+from __future__ import annotations
+
+from typing import Any
+
+MISSING = "—"
+
+
+def number(value: float | None, digits: int = 1) -> str:
+    """Thousands separators and a fixed number of decimals; '—' when there is no value."""
+    return MISSING if value is None else f"{value:,.{digits}f}"
+
+
+def rps(value: float | None) -> str:
+    return number(value, 1)
+
+
+def ms(value: float | None) -> str:
+    return number(value, 2)
+
+
+def percent(fraction: float | None, digits: int = 1) -> str:
+    return MISSING if fraction is None else f"{fraction * 100:.{digits}f}%"
+
+
+def integer(value: int | None) -> str:
+    return MISSING if value is None else f"{value:,}"
+
+
+def status(valid: bool, reasons: list[str]) -> str:
+    if valid:
+        return "valid"
+    return "INVALID: " + ("; ".join(reasons) if reasons else "no reason recorded")
+
+
+def knobs(values: dict[str, Any] | None) -> str:
+    if not values:
+        return "defaults"
+    return ", ".join(f"{key}={values[key]}" for key in sorted(values))
+
+
+def server(record: dict[str, Any]) -> str:
+    """Which binary served the numbers; the drop-in always says it is not the official one."""
+    kind = "official" if record.get("official") else "drop-in, not the official binary"
+    return f"{record['binary']} {record['version']} ({kind})"
+
+
+def server_identity(record: dict[str, Any]) -> str:
+    """The server's own description beside the short form, for provenance lines."""
+    return f"{server(record)}, reported as '{record['identity']}'"
+
+
+def cpus(values: list[int] | None) -> str:
+    return "any" if not values else ",".join(str(v) for v in values)
+
+
+def hardware(host: dict[str, Any]) -> str:
+    extra = f", {host['os']}" if host.get("os") else ""
+    return f"{host.get('cpu_model', '?')}, {host.get('logical_cpus', '?')} logical CPUs{extra}"
+
+
+def pinning(record: dict[str, Any]) -> str:
+    if not record.get("applied"):
+        text = "not applied (server and generator share the CPUs)"
+    else:
+        text = f"applied: generator on CPUs {cpus(record.get('generator_cpus'))}, " \
+               f"server on CPUs {cpus(record.get('server_cpus'))}"
+    return f"{text}; {record['note']}" if record.get("note") else text
+
+
+def packages(values: dict[str, str]) -> str:
+    return ", ".join(f"{name} {values[name]}" for name in sorted(values)) or "not recorded"

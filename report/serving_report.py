@@ -1,0 +1,180 @@
+"""The serving sections: the verdict table, the SLO sweep in detail, and every load-test run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from report import fmt, plots
+from report.doc import Figure, Paragraph, Row, Section, Table
+from report.load import Loaded, Results
+from report.provenance import figure_footer, run_provenance
+from report.verdict import TARGETS, Verdict, target_validity
+
+NOT_MEASURED_SERVING = ("not measured yet: run `make sweep` (SLO sweep, open loop) or `make loadtest` "
+                        "(one closed-loop run) with both servers deployed")
+VERDICT_COLUMNS = ["target", "server", "SLO max req/s", "saturation req/s", "offered req/s", "p50 ms", "p99 ms",
+                   "failures", "x in-process ceiling", "status"]
+
+
+def sweep_run_ids(sweeps: list[Loaded]) -> set[str]:
+    """Run ids of the steps, knob-grid points and batch sizes inside sweeps (each is also a summary.json)."""
+    ids = set()
+    for sweep in sweeps:
+        for entry in sweep.data["targets"].values():
+            for key in ("steps", "knob_grid", "batch_sizes"):
+                ids.update(item["run_id"] for item in entry[key])
+    return ids
+
+
+def servers_of(loaded: Loaded) -> dict[str, dict[str, Any]]:
+    targets = loaded.data["targets"]
+    return {t: targets[t]["server"] for t in TARGETS if t in targets}
+
+
+def verdict_table(verdict: Verdict) -> Table:
+    rows = [Row([r.target, fmt.server(r.server), fmt.rps(r.slo_max_rps), fmt.rps(r.saturation_rps),
+                 fmt.rps(r.offered_rps), fmt.ms(r.p50_ms), fmt.ms(r.p99_ms), fmt.integer(r.failures),
+                 fmt.percent(r.ceiling_fraction), fmt.status(r.valid, r.reasons)], invalid=not r.valid)
+            for r in verdict.rows]
+    slo = f"SLO max = highest valid step throughput with p99 <= {verdict.slo_ms:g} ms and no failures; " \
+        if verdict.slo_ms is not None else "SLO max needs a sweep (`make sweep`); "
+    failures = "failures summed over all steps" if verdict.mode == "sweep" else "failures in the run"
+    caption = (f"Verdict at {verdict.load_label}. {slo}saturation = closed-loop throughput; {failures}; "
+               f"ceiling = throughput as a fraction of the same model's in-process throughput "
+               f"({'; '.join(sorted({f'{r.target}: {r.ceiling_note}' for r in verdict.rows}))}).")
+    return Table("verdict", caption, VERDICT_COLUMNS, rows)
+
+
+def verdict_section(results: Results, verdict: Verdict | None) -> Section:
+    section = Section("verdict", "Verdict: four serving targets")
+    if verdict is None:
+        return section.add(Paragraph(NOT_MEASURED_SERVING, "note"))
+    loaded = verdict.loaded
+    section.sources.append(loaded.source.describe())
+    section.provenance = run_provenance(loaded, servers_of(loaded))
+    if verdict.mode != "sweep":
+        section.add(Paragraph(f"No SLO sweep found: this verdict uses the newest {verdict.mode}-loop run, "
+                              f"{loaded.source.run_id}; run `make sweep` for SLO-bounded throughput.", "note"))
+    elif len(results.sweeps) > 1:
+        older = ", ".join(s.source.run_id or s.source.path for s in results.sweeps[1:])
+        section.add(Paragraph(f"Newest sweep used; older sweeps not in this table: {older}."))
+    if not loaded.data["valid"]:
+        section.add(Paragraph("This whole " + ("sweep" if verdict.mode == "sweep" else "run") + " is INVALID: "
+                              + "; ".join(loaded.data["invalid_reasons"]), "invalid"))
+    section.add(Paragraph("Rows marked INVALID are shown with their numbers but never win below."),
+                verdict_table(verdict))
+    footer = figure_footer(loaded, servers_of(loaded))
+    section.add(Figure("p99-per-target", "p99 latency per target",
+                       plots.p99_bars(verdict.rows, verdict.slo_ms, verdict.load_label, footer), footer))
+    return section
+
+
+def _status(item: dict[str, Any], target_reasons: list[str]) -> tuple[str, bool]:
+    """A step, batch size or knob point is invalid on its own or because its whole target is."""
+    reasons = list(item.get("invalid_reasons", [])) + [f"target: {r}" for r in target_reasons]
+    valid = item["valid"] and not target_reasons
+    return fmt.status(valid, reasons), not valid
+
+
+def _rows(targets: dict[str, Any], invalid: dict[str, list[str]], key: str, sort_key: str | None,
+          cells) -> list[Row]:
+    rows = []
+    for target, entry in targets.items():
+        items = sorted(entry[key], key=lambda i: i[sort_key]) if sort_key else entry[key]
+        for item in items:
+            text, bad = _status(item, invalid.get(target, []))
+            rows.append(Row([target, *cells(entry, item), text, item["run_id"]], invalid=bad))
+    return rows
+
+
+def _steps_table(targets: dict[str, Any], invalid: dict[str, list[str]]) -> Table:
+    rows = _rows(targets, invalid, "steps", "offered_rps", lambda _, s: [
+        fmt.rps(s["offered_rps"]), fmt.rps(s["throughput_rps"]), fmt.ms(s["latency_ms"]["p50"]),
+        fmt.ms(s["latency_ms"]["p99"]), fmt.integer(s["failures"])])
+    return Table("sweep-steps", "Every open-loop step with each target's best knobs.",
+                 ["target", "offered req/s", "throughput req/s", "p50 ms", "p99 ms", "failures", "status", "run id"],
+                 rows)
+
+
+def _batch_table(targets: dict[str, Any], invalid: dict[str, list[str]]) -> Table:
+    rows = _rows(targets, invalid, "batch_sizes", "batch_size", lambda _, r: [
+        fmt.integer(r["batch_size"]), fmt.rps(r["throughput_rps"]), fmt.number(r["images_per_s"])])
+    return Table("batch-sizes", "Throughput against images per request.",
+                 ["target", "batch size", "requests/s", "images/s", "status", "run id"], rows)
+
+
+def _knob_table(targets: dict[str, Any], invalid: dict[str, list[str]]) -> Table:
+    def p99(point: dict[str, Any]) -> float | None:
+        latency = point["latency_ms"]
+        return latency.get("p99") if isinstance(latency, dict) else None
+
+    rows = _rows(targets, invalid, "knob_grid", None, lambda e, k: [
+        fmt.knobs(k["knobs"]), fmt.rps(k["throughput_rps"]), fmt.ms(p99(k)),
+        "best" if k["knobs"] == e["best_knobs"] else ""])
+    return Table("knob-grid", "Server knobs tried per target (the best ones ran the steps above).",
+                 ["target", "knobs", "requests/s", "p99 ms", "chosen", "status", "run id"], rows)
+
+
+def sweep_section(results: Results, verdict: Verdict | None) -> Section:
+    section = Section("sweep", "SLO sweep: latency against load, throughput against batch size")
+    if not results.sweeps:
+        return section.add(Paragraph("not measured yet: run `make sweep` (the plots of latency against offered "
+                                     "load and throughput against batch size come from it)", "note"))
+    loaded = results.sweeps[0]
+    sweep, servers = loaded.data, servers_of(loaded)
+    targets = {t: sweep["targets"][t] for t in TARGETS if t in sweep["targets"]}
+    section.sources.append(loaded.source.describe())
+    section.provenance = run_provenance(loaded, servers)
+    calibration = sweep["calibration"]
+    section.add(Paragraph(
+        f"Generator ceiling on this machine (trivial local endpoints, {calibration['users']} users): "
+        f"REST {fmt.rps(calibration['rest_rps'])} req/s, gRPC {fmt.rps(calibration['grpc_rps'])} req/s. "
+        f"A target near these figures measures the generator, not the server."))
+    footer = figure_footer(loaded, servers)
+    invalid = {t: reasons for t, e in targets.items() for valid, reasons in [target_validity(sweep, e)] if not valid}
+    section.add(
+        Figure("latency-vs-load", "Latency percentiles against offered load", plots.latency_vs_load(
+            targets, set(invalid), sweep["slo_ms"], verdict.common_load if verdict else None, footer), footer),
+        _steps_table(targets, invalid),
+        Figure("throughput-vs-batch", "Throughput against batch size", plots.throughput_vs_batch(targets, footer),
+               footer),
+        _batch_table(targets, invalid), _knob_table(targets, invalid))
+    return section
+
+
+def _run_rows(loaded: Loaded) -> list[Row]:
+    run = loaded.data
+    rows = []
+    for target in (t for t in TARGETS if t in run["targets"]):
+        result = run["targets"][target]
+        reasons = list(result["invalid_reasons"]) + [f"run: {r}" for r in run["invalid_reasons"]]
+        valid = result["valid"] and run["valid"]
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(result["failures_by_kind"].items()))
+        generator = result["generator"]
+        rows.append(Row([run["run_id"], run["created"], f"{run['mode']}, {run['load']['users']} users", target,
+                         fmt.server(result["server"]), fmt.rps(result["throughput_rps"]),
+                         fmt.ms(result["latency_ms"]["p50"]), fmt.ms(result["latency_ms"]["p99"]),
+                         fmt.integer(result["failures"]) + (f" ({kinds})" if kinds else ""),
+                         fmt.number(generator["cpu_percent"], 0) + ("% SATURATED" if generator["saturated"] else "%"),
+                         fmt.percent((result["ceiling"] or {}).get("fraction")), fmt.status(valid, reasons)],
+                        invalid=not valid))
+    return rows
+
+
+def runs_section(results: Results) -> Section:
+    section = Section("runs", "Load-test runs")
+    in_sweeps = sweep_run_ids(results.sweeps)
+    standalone = [s for s in results.summaries if s.data["run_id"] not in in_sweeps]
+    if not standalone:
+        return section.add(Paragraph("no standalone load-test run: run `make loadtest`"
+                                     + (" (the sweep's own step runs are in the sweep tables)" if in_sweeps else ""),
+                                     "note"))
+    section.sources = [s.source.describe() for s in standalone]
+    section.provenance = [line for s in standalone for line in run_provenance(s, servers_of(s))]
+    if len(standalone) < len(results.summaries):
+        section.add(Paragraph(f"{len(results.summaries) - len(standalone)} step runs of the sweep are summarised in "
+                              "the sweep tables, not repeated here."))
+    rows = [row for loaded in standalone for row in _run_rows(loaded)]
+    return section.add(Table("runs", "Every standalone run, newest first; invalid runs and targets are labelled.",
+                             ["run id", "created", "load", "target", "server", "req/s", "p50 ms", "p99 ms",
+                              "failures", "generator CPU", "x ceiling", "status"], rows))

@@ -1,0 +1,181 @@
+"""The serving verdict computed from the numbers: the common offered load, each target's row, the winners.
+
+Common offered load: the largest offered load L, taken from the valid steps of
+the valid targets, at which every valid target has a valid step whose offered
+load is within COMMON_LOAD_TOLERANCE of L. Each target's p50/p99 "at L" come
+from its step nearest to L. Invalid targets do not constrain L (a saturated
+generator must not pull the comparison down) and never win; they are shown
+with their nearest step, labelled INVALID.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from report.load import TARGETS, Loaded
+
+COMMON_LOAD_TOLERANCE = 0.10
+FRAMEWORK_OF = {"tf-rest": "tensorflow", "tf-grpc": "tensorflow", "torch-rest": "pytorch", "torch-grpc": "pytorch"}
+TRANSPORT_OF = {"tf-rest": "rest", "tf-grpc": "grpc", "torch-rest": "rest", "torch-grpc": "grpc"}
+
+
+@dataclass
+class TargetRow:
+    """One target in the verdict table."""
+
+    target: str
+    server: dict[str, Any]
+    slo_max_rps: float | None
+    saturation_rps: float | None
+    offered_rps: float | None  # the step (or run) the latency columns come from
+    p50_ms: float | None
+    p99_ms: float | None
+    failures: int
+    ceiling_fraction: float | None
+    ceiling_note: str
+    valid: bool
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def comparable(self) -> bool:
+        """Eligible to win: a valid target whose latency figures come from a valid step."""
+        return self.valid and self.p99_ms is not None
+
+
+@dataclass
+class Verdict:
+    """The verdict table's rows and what they were measured at."""
+
+    mode: str  # "sweep" or "closed"
+    loaded: Loaded
+    rows: list[TargetRow]
+    common_load: float | None
+    load_label: str
+    slo_ms: float | None
+
+
+def _ordered(targets: dict[str, Any]) -> list[str]:
+    return [t for t in TARGETS if t in targets]
+
+
+def _within(step: dict[str, Any], load: float) -> bool:
+    return abs(step["offered_rps"] - load) <= COMMON_LOAD_TOLERANCE * load
+
+
+def nearest_step(steps: list[dict[str, Any]], load: float, valid_only: bool) -> dict[str, Any] | None:
+    """The step nearest to `load` within the tolerance (ties go to the lower load)."""
+    near = [s for s in steps if _within(s, load) and (s["valid"] or not valid_only)]
+    return min(near, key=lambda s: (abs(s["offered_rps"] - load), s["offered_rps"])) if near else None
+
+
+def common_load(steps_by_target: dict[str, list[dict[str, Any]]]) -> float | None:
+    """The largest valid-step offered load that every target matches with a valid step (see module doc)."""
+    candidates = sorted({s["offered_rps"] for steps in steps_by_target.values() for s in steps if s["valid"]},
+                        reverse=True)
+    for load in candidates:
+        if all(nearest_step(steps, load, valid_only=True) for steps in steps_by_target.values()):
+            return load
+    return None
+
+
+def target_validity(sweep: dict[str, Any], entry: dict[str, Any]) -> tuple[bool, list[str]]:
+    """A sweep target is invalid when marked so, when none of its steps is valid, or when the sweep is."""
+    reasons = list(entry.get("invalid_reasons", [])) if entry.get("valid", True) is False else []
+    if entry.get("valid", True) is False and not reasons:
+        reasons = ["marked invalid by the sweep"]
+    if not any(step["valid"] for step in entry["steps"]):
+        reasons.append("no valid step")
+    if not sweep["valid"]:
+        reasons += [f"sweep invalid: {r}" for r in sweep["invalid_reasons"]] or ["sweep marked invalid"]
+    return not reasons, reasons
+
+
+def _ceiling(ceiling: dict[str, Any] | None, throughput: float | None) -> tuple[float | None, str]:
+    """The recorded fraction; computed from in_process_rps only when the file gives no fraction."""
+    if not ceiling:
+        return None, "no in-process ceiling recorded"
+    in_process = ceiling.get("in_process_rps")
+    runtime = f", {ceiling['runtime']}" if ceiling.get("runtime") else ""
+    if ceiling.get("fraction") is not None:
+        return ceiling["fraction"], f"of {in_process:,.1f} req/s in process{runtime}" if in_process else "recorded"
+    if in_process and throughput is not None:
+        return throughput / in_process, f"computed: saturation / {in_process:,.1f} req/s in process{runtime}"
+    return None, "ceiling recorded without a fraction"
+
+
+def _step_reason(step: dict[str, Any]) -> str:
+    why = "; ".join(step.get("invalid_reasons", [])) or "no reason recorded"
+    return f"step at {step['offered_rps']:,.1f} req/s invalid: {why}"
+
+
+def verdict_from_sweep(loaded: Loaded) -> Verdict:
+    """Verdict rows from an SLO sweep, latency at the common offered load."""
+    sweep = loaded.data
+    validity = {t: target_validity(sweep, e) for t, e in sweep["targets"].items()}
+    valid_steps = {t: e["steps"] for t, e in sweep["targets"].items() if validity[t][0]}
+    load = common_load(valid_steps)
+    rows = []
+    for target in _ordered(sweep["targets"]):
+        entry, (valid, reasons) = sweep["targets"][target], validity[target]
+        step = nearest_step(entry["steps"], load, valid_only=valid) if load is not None else None
+        step_reasons = [_step_reason(step)] if step and not step["valid"] else []
+        fraction, note = _ceiling(entry["ceiling"], entry["saturation_rps"])
+        rows.append(TargetRow(
+            target=target, server=entry["server"], slo_max_rps=entry["slo_max_rps"],
+            saturation_rps=entry["saturation_rps"], offered_rps=step["offered_rps"] if step else None,
+            p50_ms=step["latency_ms"]["p50"] if step else None, p99_ms=step["latency_ms"]["p99"] if step else None,
+            failures=sum(s["failures"] for s in entry["steps"]), ceiling_fraction=fraction, ceiling_note=note,
+            valid=valid and not step_reasons, reasons=reasons + step_reasons))
+    label = (f"{load:,.1f} req/s offered (open loop; each target's nearest step within "
+             f"{COMMON_LOAD_TOLERANCE:.0%})" if load is not None else "no offered load common to all valid targets")
+    return Verdict("sweep", loaded, rows, load, label, sweep["slo_ms"])
+
+
+def verdict_from_run(loaded: Loaded) -> Verdict:
+    """Fallback without a sweep: one load-test run, every target at the run's own load."""
+    run = loaded.data
+    rows = []
+    for target in _ordered(run["targets"]):
+        result = run["targets"][target]
+        reasons = list(result["invalid_reasons"]) if not result["valid"] else []
+        if not run["valid"]:
+            reasons += [f"run invalid: {r}" for r in run["invalid_reasons"]] or ["run marked invalid"]
+        fraction, note = _ceiling(result["ceiling"], result["throughput_rps"])
+        rows.append(TargetRow(
+            target=target, server=result["server"], slo_max_rps=None, saturation_rps=result["throughput_rps"],
+            offered_rps=result["offered"]["rate_rps"], p50_ms=result["latency_ms"]["p50"],
+            p99_ms=result["latency_ms"]["p99"], failures=result["failures"], ceiling_fraction=fraction,
+            ceiling_note=note, valid=not reasons, reasons=reasons))
+    users = run["load"]["users"]
+    label = (f"{run['mode']} loop, {users} users" +
+             (f", {run['load']['rate_rps']:,.1f} req/s offered" if run["load"]["rate_rps"] else ""))
+    return Verdict("closed" if run["mode"] == "closed" else "open", loaded, rows, None, label, None)
+
+
+def choose_verdict(sweeps: list[Loaded], summaries: list[Loaded], sweep_run_ids: set[str]) -> Verdict | None:
+    """The newest sweep; without one, the newest closed-loop run that is not a sweep step (else any run)."""
+    if sweeps:
+        return verdict_from_sweep(sweeps[0])
+    standalone = [s for s in summaries if s.data["run_id"] not in sweep_run_ids] or summaries
+    closed = [s for s in standalone if s.data["mode"] == "closed"]
+    chosen = (closed or standalone or [None])[0]
+    return verdict_from_run(chosen) if chosen else None
+
+
+def lowest_latency(rows: list[TargetRow]) -> TargetRow | None:
+    candidates = [r for r in rows if r.comparable]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda r: (r.p99_ms, r.p50_ms is None, r.p50_ms or 0.0, r.target))
+
+
+def highest_throughput(rows: list[TargetRow]) -> tuple[TargetRow | None, str]:
+    """Highest SLO-bounded throughput; the saturation throughput when no target has an SLO figure."""
+    valid = [r for r in rows if r.valid]
+    if any(r.slo_max_rps is not None for r in valid):
+        best = max((r for r in valid if r.slo_max_rps is not None), key=lambda r: (r.slo_max_rps, r.target))
+        return best, "slo"
+    with_saturation = [r for r in valid if r.saturation_rps is not None]
+    best = max(with_saturation, key=lambda r: (r.saturation_rps, r.target)) if with_saturation else None
+    return best, "saturation"

@@ -1,0 +1,312 @@
+"""The comparison report (python -m report), built from recorded results fixtures.
+
+tests/fixtures/results/ is an artifacts root: results/ holds an SLO sweep (four targets, one
+INVALID step in tf-rest, the whole torch-grpc target INVALID), a closed-loop run with an
+INVALID target, edge.json with one flagged format; checkpoints/ holds a torch and a tf
+training run of the tiny profile. The numbers are distinctive so each one can only land in
+one cell.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from report.build import build_document, write_report
+from report.load import SUMMARY_SCHEMA_ID, SWEEP_SCHEMA_ID, load_results, schema_errors
+from report.verdict import common_load, verdict_from_sweep
+from tests.conftest import run_module
+
+FIXTURES = Path(__file__).parent / "fixtures" / "results"
+SWEEP = "results/sweep-20250301T120000Z/sweep.json"
+SUMMARY = "results/loadtest-20250228T090000Z/summary.json"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class TableParser(HTMLParser):
+    """Tables of a page by id: rows of (row class, cell texts)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[tuple[str, list[str]]]] = {}
+        self._table: str | None = None
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        attributes = dict(attrs)
+        if tag == "table":
+            self._table = attributes.get("id")
+            self.tables[self._table] = []
+        elif tag == "tr" and self._table:
+            self.tables[self._table].append((attributes.get("class") or "", []))
+        elif tag == "td" and self._table:
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td" and self._cell is not None:
+            self.tables[self._table][-1][1].append("".join(self._cell))
+            self._cell = None
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def copy_fixtures(tmp_path: Path) -> Path:
+    root = tmp_path / "artifacts"
+    shutil.copytree(FIXTURES, root)
+    return root
+
+
+def edit_json(path: Path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def rows_by(table, key_column: str = "target") -> dict[str, dict[str, str]]:
+    return {row.cells[table.columns.index(key_column)]: dict(zip(table.columns, row.cells, strict=True))
+            for row in table.rows}
+
+
+def bullets(document, section_id: str) -> str:
+    section = next(s for s in document.sections if s.id == section_id)
+    return "\n".join(item for block in section.blocks if hasattr(block, "items") for item in block.items)
+
+
+def section_text(document, section_id: str) -> str:
+    section = next(s for s in document.sections if s.id == section_id)
+    return "\n".join(block.text for block in section.blocks if hasattr(block, "text"))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple:
+    """The fixture report, built once: (document, output directory)."""
+    out = tmp_path_factory.mktemp("report") / "report"
+    document = build_document(load_results(FIXTURES))
+    write_report(document, out)
+    return document, out
+
+
+def test_fixtures_match_the_schemas():
+    sweep = json.loads((FIXTURES / SWEEP).read_text())
+    summary = json.loads((FIXTURES / SUMMARY).read_text())
+    assert schema_errors(sweep, SWEEP_SCHEMA_ID) == []
+    assert schema_errors(summary, SUMMARY_SCHEMA_ID) == []
+    del sweep["targets"]["tf-rest"]["steps"][0]["latency_ms"]["p99"]  # the validator does see a broken file
+    assert any("p99" in error for error in schema_errors(sweep, SWEEP_SCHEMA_ID))
+
+
+def test_verdict_table_holds_the_sweep_numbers(built):
+    document, _ = built
+    rows = rows_by(document.tables()["verdict"])
+    assert list(rows) == ["tf-rest", "tf-grpc", "torch-rest", "torch-grpc"]
+    expected = {  # target: (SLO max, saturation, offered, p50, p99, failures, ceiling)
+        "tf-rest": ("398.7", "655.3", "400.0", "5.93", "21.40", "12", "31.2%"),
+        "tf-grpc": ("795.5", "1,012.4", "400.0", "4.10", "14.20", "0", "48.2%"),
+        "torch-rest": ("408.3", "744.0", "410.0", "7.77", "33.30", "0", "35.4%"),
+        "torch-grpc": ("1,590.0", "2,950.0", "400.0", "1.11", "2.22", "0", "98.3%"),
+    }
+    columns = ["SLO max req/s", "saturation req/s", "offered req/s", "p50 ms", "p99 ms", "failures",
+               "x in-process ceiling"]
+    for target, values in expected.items():
+        assert tuple(rows[target][c] for c in columns) == values, target
+    assert rows["tf-rest"]["server"] == "tf-serving-dropin 0.1.0 (drop-in, not the official binary)"
+    assert rows["torch-rest"]["server"] == "torchserve 0.12.0 (official)"
+    assert "410.0 req/s offered" in document.tables()["verdict"].caption
+
+
+def test_rendered_tables_equal_the_model(built):
+    document, out = built
+    parser = TableParser()
+    parser.feed((out / "index.html").read_text())
+    markdown = (out / "report.md").read_text()
+    for table_id, table in document.tables().items():
+        assert [cells for _, cells in parser.tables[f"table-{table_id}"][1:]] == [r.cells for r in table.rows]
+        for row in table.rows:
+            assert "| " + " | ".join(c.replace("|", "\\|") for c in row.cells) + " |" in markdown
+
+
+def test_common_load_is_the_largest_load_every_valid_target_matches_within_ten_percent():
+    def step(offered, valid=True):
+        return {"offered_rps": offered, "valid": valid}
+
+    assert common_load({"a": [step(100), step(400)], "b": [step(100), step(410)]}) == 410
+    assert common_load({"a": [step(100), step(800, valid=False)], "b": [step(100), step(800)]}) == 100
+    assert common_load({"a": [step(100)], "b": [step(200)]}) is None
+    verdict = verdict_from_sweep(load_results(FIXTURES).sweeps[0])
+    assert verdict.common_load == 410  # tf-rest's 800 req/s step is INVALID, so 800 is not common
+
+
+def test_edge_table_holds_edge_json_numbers(built):
+    rows = rows_by(built[0].tables()["edge"], "format")
+    assert rows["tflite-int8"] == {
+        "format": "tflite-int8", "runtime": "litert", "bytes": "40,321", "x SavedModel": "0.081",
+        "accuracy": "95.89%", "change (points)": "-0.36", "top-1 agree": "99.11%", "p50 ms": "0.123",
+        "p99 ms": "0.157", "status": "ok"}
+    assert rows["executorch-int8"]["status"] == "FLAGGED: loses > 1 point"
+    assert rows["executorch-int8"]["change (points)"] == "-2.24"
+
+
+def test_training_table_compares_both_trainers(built):
+    document, _ = built
+    rows = rows_by(document.tables()["training"], "trainer")
+    assert (rows["torch"]["mean s/epoch"], rows["torch"]["first epoch s"], rows["torch"]["total s"],
+            rows["torch"]["test accuracy"]) == ("0.917", "1.250", "3.25", "97.41%")
+    assert (rows["tf"]["mean s/epoch"], rows["tf"]["total s"], rows["tf"]["test accuracy"],
+            rows["tf"]["model"]) == ("2.000", "6.50", "96.67%", "tiny-tf")
+    assert "the torch trainer is faster, 0.917 s/epoch against 2.000 s/epoch (2.18x)" in bullets(document, "training")
+
+
+def test_invalid_runs_steps_and_targets_are_labelled(built):
+    document, out = built
+    tables = document.tables()
+    steps = {(r.cells[0], r.cells[1]): r for r in tables["sweep-steps"].rows}
+    assert steps[("tf-rest", "800.0")].invalid
+    assert steps[("tf-rest", "800.0")].cells[6] == "INVALID: 12 failures (HTTP 503)"
+    assert not steps[("tf-rest", "400.0")].invalid
+    assert steps[("torch-grpc", "400.0")].cells[6] == "INVALID: target: generator saturated: 97% CPU"
+    assert rows_by(tables["verdict"])["torch-grpc"]["status"] == "INVALID: generator saturated: 97% CPU"
+    runs = rows_by(tables["runs"])
+    assert runs["torch-rest"]["status"].startswith("INVALID: 57 failures (HTTP 503)")
+    assert runs["torch-rest"]["failures"] == "57 (HTTP 503 57)"
+    parser = TableParser()
+    parser.feed((out / "index.html").read_text())
+    classes = {cells[0]: cls for cls, cells in parser.tables["table-verdict"][1:]}
+    assert classes == {"tf-rest": "", "tf-grpc": "", "torch-rest": "", "torch-grpc": "invalid"}
+    assert "torch-grpc is INVALID (generator saturated: 97% CPU)" in bullets(document, "choose")
+
+
+def test_verdict_names_winners_from_valid_targets_only(built):
+    text = bullets(built[0], "choose")
+    assert "Low latency: choose tf-grpc" in text and "p99 14.20 ms" in text  # torch-grpc's 2.22 ms is INVALID
+    assert "High throughput: choose tf-grpc" in text and "795.5 req/s within the p99 SLO of 50 ms" in text
+    assert "tf-grpc serves 1.95x the throughput of torch-rest" in text
+    assert "On the device: tflite-int8 is the smallest file within 1 point" in text  # executorch-int8 is flagged
+    assert "Not an official binary: tf-serving-dropin 0.1.0 (not the official binary) served some targets" in text
+
+
+def test_verdict_follows_the_numbers(tmp_path):
+    root = copy_fixtures(tmp_path)
+
+    def faster_torch_rest(sweep):
+        target = sweep["targets"]["torch-rest"]
+        target["slo_max_rps"] = 900.0
+        target["steps"][2]["latency_ms"]["p99"] = 9.1
+
+    edit_json(root / SWEEP, faster_torch_rest)
+    text = bullets(build_document(load_results(root)), "choose")
+    assert "Low latency: choose torch-rest" in text and "p99 9.10 ms" in text
+    assert "High throughput: choose torch-rest" in text
+    assert "PyTorch's best target leads" in text
+
+
+def test_plots_are_pngs_embedded_in_the_page_and_beside_the_markdown(built):
+    document, out = built
+    html = (out / "index.html").read_text()
+    markdown = (out / "report.md").read_text()
+    ids = [figure.id for figure in document.figures()]
+    assert ids == ["p99-per-target", "edge-frontier", "latency-vs-load", "throughput-vs-batch", "training-time"]
+    embedded = html.split('src="data:image/png;base64,')[1:]
+    assert len(embedded) == len(ids)
+    for figure, chunk in zip(document.figures(), embedded, strict=True):
+        png = base64.b64decode(chunk.split('"', 1)[0])
+        assert png.startswith(PNG_SIGNATURE) and png == (out / "figures" / f"{figure.id}.png").read_bytes()
+        assert f"](figures/{figure.id}.png)" in markdown
+        assert any("run sweep-20250301T120000Z" in line or "file dated" in line for line in figure.provenance)
+
+
+def test_figures_carry_server_hardware_and_pinning(built):
+    latency = next(f for f in built[0].figures() if f.id == "latency-vs-load")
+    text = "\n".join(latency.provenance)
+    for fact in ("created 2025-03-01T12:00:00Z", "Fixture EPYC 7B13, 16 logical CPUs", "pinning applied",
+                 "tf-serving-dropin 0.1.0 (drop-in, not the official binary)", "torchserve 0.12.0 (official)",
+                 "max_batch_size=32", "profile tiny"):
+        assert fact in text
+
+
+def test_same_results_give_the_same_report(built, tmp_path):
+    document, out = built
+    write_report(build_document(load_results(FIXTURES)), tmp_path / "again")
+    assert (tmp_path / "again" / "index.html").read_bytes() == (out / "index.html").read_bytes()
+
+
+def test_no_results_at_all_exits_2_with_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run_module("report", "--artifacts", str(tmp_path / "empty"))
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    for command in ("make loadtest", "make sweep", "make edge"):
+        assert command in result.stderr
+    assert not (tmp_path / "empty" / "report").exists()
+
+
+@pytest.mark.parametrize("args", [["--bogus"], ["--artifacts", "/nonexistent/artifacts"]])
+def test_bad_arguments_exit_2_with_one_line(args):
+    result = run_module("report", *args)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_cli_writes_both_files(tmp_path):
+    result = run_module("report", "--artifacts", str(FIXTURES), "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "index.html").is_file() and (tmp_path / "out" / "report.md").is_file()
+
+
+def test_missing_edge_results_give_a_note_not_a_crash(tmp_path):
+    root = copy_fixtures(tmp_path)
+    (root / "results" / "edge.json").unlink()
+    document = build_document(load_results(root))
+    assert "not measured yet: run `make edge`" in section_text(document, "edge")
+    assert "edge" not in document.tables()
+    assert "On the device: not measured yet" in bullets(document, "choose")
+    assert "verdict" in document.tables()
+
+
+def test_one_trainer_only_says_run_train_both(tmp_path):
+    root = copy_fixtures(tmp_path)
+    shutil.rmtree(root / "checkpoints" / "tiny-tf")
+    text = section_text(build_document(load_results(root)), "training")
+    assert "only the torch trainer's checkpoint exists; run `make train-both`" in text
+
+
+def test_without_a_sweep_the_newest_closed_loop_run_is_used_and_said(tmp_path):
+    root = copy_fixtures(tmp_path)
+    shutil.rmtree(root / SWEEP.rsplit("/", 1)[0])
+    document = build_document(load_results(root))
+    assert "No SLO sweep found: this verdict uses the newest closed-loop run, loadtest-20250228T090000Z" in \
+        section_text(document, "verdict")
+    rows = rows_by(document.tables()["verdict"])
+    assert (rows["torch-rest"]["p99 ms"], rows["torch-rest"]["SLO max req/s"]) == ("123.45", "—")
+    assert rows["torch-rest"]["status"].startswith("INVALID")
+    assert "not measured yet: run `make sweep`" in section_text(document, "sweep")
+
+
+def test_a_file_breaking_its_schema_is_listed_and_left_out(tmp_path):
+    root = copy_fixtures(tmp_path)
+    broken = root / "results" / "sweep-broken" / "sweep.json"
+    broken.parent.mkdir()
+    broken.write_text(json.dumps({"kind": "sweep", "created": "2099-01-01T00:00:00Z"}))
+    document = build_document(load_results(root))
+    unreadable = rows_by(document.tables()["unreadable"], "file")
+    assert unreadable["results/sweep-broken/sweep.json"]["status"].startswith("INVALID: does not match its schema")
+    assert rows_by(document.tables()["verdict"])["tf-grpc"]["p99 ms"] == "14.20"  # the good sweep still counts
+
+
+def test_gpu_rows_are_shown_when_present(tmp_path):
+    root = copy_fixtures(tmp_path)
+    rows = [{"framework": "torch", "dtype": "float16", "batch_size": 64, "iterations": 50, "images_per_s": 12345.678}]
+    (root / "results" / "gpu-bench.json").write_text(json.dumps(
+        {"kind": "gpu-bench", "date": "2025-03-02T10:00:00+00:00", "gpu": {"name": "Fixture GPU"}, "rows": rows}))
+    document = build_document(load_results(root))
+    table = document.tables()["gpu"]
+    assert table.columns[:4] == ["framework", "dtype", "batch_size", "images_per_s"]
+    assert table.rows[0].cells[:4] == ["torch", "float16", "64", "12,345.68"]
+    assert "gpu: name=Fixture GPU" in next(s for s in document.sections if s.id == "gpu").provenance
