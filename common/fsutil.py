@@ -59,3 +59,13 @@ def publish(staged: Path, final: Path) -> Path:
     else:
         os.replace(staged, final)
     return final
+
+
+def write_results_file(results_dir: Path, name: str, record: dict) -> Path:
+    """Write one results file (indented JSON) into artifacts/results/, creating it if needed."""
+    import json
+
+    results_dir.mkdir(parents=True, exist_ok=True)
+    out = results_dir / name
+    out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return out

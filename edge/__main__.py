@@ -21,6 +21,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from common.errors import OneLineArgumentParser, UsageError, run_cli  # noqa: E402
+from common.fsutil import write_results_file  # noqa: E402
 from common.paths import ArtifactPaths, default_artifacts_root  # noqa: E402
 
 RUNTIME_PACKAGES = {"litert": "ai-edge-litert", "executorch": "executorch", "onnxruntime": "onnxruntime"}
@@ -141,8 +142,7 @@ def run_edge(paths: ArtifactPaths, model: str, calibration_file: Path | None) ->
               "runtime_installed_bytes": {rt: installed_bytes(pkg) for rt, pkg in RUNTIME_PACKAGES.items()},
               "latency": "single image, 1 thread, 20 warm-up + 200 timed runs", "host": host_record(),
               "packages": package_versions([*RUNTIME_PACKAGES.values(), "tensorflow", "torch", "onnx"])}
-    out = paths.results_dir / "edge.json"
-    out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    out = write_results_file(paths.results_dir, "edge.json", record)
     for runtime, size in record["runtime_installed_bytes"].items():
         print(f"runtime {runtime:<12} installed size {size / 1e6:,.1f} MB" if size
               else f"runtime {runtime}: not installed")

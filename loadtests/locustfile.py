@@ -74,12 +74,14 @@ class Recorder:
         self.__init__()
         self.recording = True
 
-    def success(self, latency_ms: float) -> None:
-        if self.recording:
+    # A request counts only if it was sent inside the window (counted) and answered before it closed:
+    # a warm-up request answered after the warm-up would otherwise inflate the window's throughput.
+    def success(self, latency_ms: float, counted: bool) -> None:
+        if counted and self.recording:
             self.latencies_ms.append(latency_ms)
 
-    def failure(self, kind: str) -> None:
-        if self.recording:
+    def failure(self, kind: str, counted: bool = True) -> None:
+        if counted and self.recording:
             self.failures[kind] += 1
 
     def stop(self) -> None:
@@ -182,19 +184,19 @@ class _LoadUser(User):
 
     def request(self, index: int, scheduled: float) -> None:
         self.inflight += 1
-        started = time.perf_counter()
-        if RECORD.recording and self.interval:
+        started, counted = time.perf_counter(), RECORD.recording
+        if counted and self.interval:
             RECORD.lags_ms.append((started - scheduled) * 1000.0)
         try:
-            self.call(index, started)
+            self.call(index, started, counted)
         finally:
             self.inflight -= 1
 
-    def check(self, index: int, answer: bytes) -> str | None:
+    def check(self, index: int, answer: bytes, counted: bool) -> str | None:
         """None if the answer is right (or not sampled), else the failure kind."""
         if not self.check_every or index % self.check_every:
             return None
-        if RECORD.recording:
+        if counted and RECORD.recording:
             RECORD.checked += 1
         try:
             predicted = self.payloads.predicted_classes(self.target, answer)
@@ -205,7 +207,7 @@ class _LoadUser(User):
             return "wrong_prediction"
         return None
 
-    def call(self, index: int, started: float) -> None:
+    def call(self, index: int, started: float, counted: bool) -> None:
         raise NotImplementedError
 
 
@@ -224,21 +226,21 @@ class RestUser(FastHttpUser, _LoadUser):
         if token and self.target == "torch-rest":
             self.headers["Authorization"] = f"Bearer {token}"
 
-    def call(self, index: int, started: float) -> None:
+    def call(self, index: int, started: float, counted: bool) -> None:
         with self.client.post(self.path, data=self.payloads.body(self.target, index), headers=self.headers,
                               name=self.target, catch_response=True) as response:
             latency_ms = (time.perf_counter() - started) * 1000.0
             if response.status_code != 200:
                 kind = f"HTTP {response.status_code}" if response.status_code else "connection_error"
-                RECORD.failure(kind)
+                RECORD.failure(kind, counted)
                 response.failure(f"{kind}: {(response.text or str(response.error))[:200]}")
                 return
-            problem = self.check(index, response.content)
+            problem = self.check(index, response.content, counted)
             if problem:
-                RECORD.failure(problem.split(":")[0])
+                RECORD.failure(problem.split(":")[0], counted)
                 response.failure(problem)
                 return
-            RECORD.success(latency_ms)
+            RECORD.success(latency_ms, counted)
             response.success()
 
 
@@ -263,21 +265,21 @@ class GrpcUser(_LoadUser):
     def on_stop(self) -> None:
         self.channel.close()
 
-    def call(self, index: int, started: float) -> None:
+    def call(self, index: int, started: float, counted: bool) -> None:
         body = self.payloads.body(self.target, index)
         answer, problem = b"", None
         try:
             answer = gevent.get_hub().threadpool.apply(
                 self.method, (body,), {"timeout": self.environment.parsed_options.loadtest_timeout,
                                        "metadata": self.metadata})
-            problem = self.check(index, answer)
+            problem = self.check(index, answer, counted)
         except grpc.RpcError as error:
             problem = f"{error.code().name}: {(error.details() or '')[:200]}"
         latency_ms = (time.perf_counter() - started) * 1000.0
         if problem:
-            RECORD.failure(problem.split(":")[0])
+            RECORD.failure(problem.split(":")[0], counted)
         else:
-            RECORD.success(latency_ms)
+            RECORD.success(latency_ms, counted)
         events.request.fire(request_type="grpc", name=self.target, response_time=latency_ms,
                             response_length=len(answer), exception=RuntimeError(problem) if problem else None,
                             context={})

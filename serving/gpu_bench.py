@@ -23,7 +23,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import argparse  # noqa: E402
 import functools  # noqa: E402
-import json  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -37,6 +36,7 @@ import numpy as np  # noqa: E402
 
 from common.environment import host_record, package_versions  # noqa: E402
 from common.errors import EXIT_USAGE, OneLineArgumentParser, run_cli  # noqa: E402
+from common.fsutil import write_results_file  # noqa: E402
 from common.paths import ArtifactPaths, default_artifacts_root  # noqa: E402
 
 FRAMEWORKS = ("torch", "tf")
@@ -296,9 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         results["skipped"] += skipped
     for skip in results["skipped"]:
         print(f"skipped {skip['framework']} {skip['dtype']}: {skip['reason']}")
-    out = paths.results_dir / "gpu-bench.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    out = write_results_file(paths.results_dir, "gpu-bench.json", results)
     print(f"gpu-bench: wrote {out}")
     return 0
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from common.environment import host_record, package_versions
 from common.errors import OneLineArgumentParser, UsageError, run_cli
+from common.fsutil import write_results_file
 from common.paths import REPO_ROOT, ArtifactPaths, default_artifacts_root
 from common.procs import free_port, log_tail, start_group, stop_group, wait_http_ok
 
@@ -118,9 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {"results": results, "ratio": ratio, "clients": args.clients, "seconds": args.seconds,
               "server": "tf-serving-dropin (not the official binary)", "host": host_record(),
               "packages": package_versions()}
-    out = paths.results_dir / "dropin-batching.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    out = write_results_file(paths.results_dir, "dropin-batching.json", record)
     print(f"written {out}")
     return 0
 
