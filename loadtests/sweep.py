@@ -248,14 +248,26 @@ def _sweep_target(sweep: Sweep, side: str, name: str, grid: list[dict], found: d
                         "runtime": ceiling["runtime"], "batch_size": 1}}
 
 
+def knobs_text(knobs: dict) -> str:
+    """The grid's knobs in a few words: 'batching 8 / 1000 us', 'batching off', '1 worker, batch 8, 5 ms'."""
+    if "enable_batching" in knobs:
+        if not knobs["enable_batching"]:
+            return "batching off"
+        return (f"batching {knobs['max_batch_size']} / {knobs['batch_timeout_micros']} us"
+                if "max_batch_size" in knobs else "batching on (deploy's file)")
+    if "workers" in knobs:
+        return (f"{knobs['workers']} worker{'s' if knobs['workers'] > 1 else ''}, batch {knobs['batch_size']}, "
+                f"{knobs['max_batch_delay_ms']} ms")
+    return ", ".join(f"{k}={v}" for k, v in knobs.items())
+
+
 def sweep_table(document: dict) -> str:
-    lines = [f"{'target':<11}{'best knobs':<58}{'saturation':>11}{'knee':>8}{'SLO max':>9}{'x ceiling':>10}"
+    lines = [f"{'target':<11}{'best knobs':<26}{'saturation':>11}{'knee':>8}{'SLO max':>9}{'x ceiling':>10}"
              f"{'x generator':>12}"]
     calibration = document["calibration"]
-    for name, result in document["targets"].items():
+    for name, result in sorted(document["targets"].items()):
         generator = calibration["rest_rps" if name.endswith("rest") else "grpc_rps"]
-        knobs = ", ".join(f"{k}={v}" for k, v in result["best_knobs"].items())
-        lines.append(f"{name:<11}{knobs[:57]:<58}{result['saturation_rps']:>11.1f}"
+        lines.append(f"{name:<11}{knobs_text(result['best_knobs']):<26}{result['saturation_rps']:>11.1f}"
                      f"{result['knee_rps'] or 0:>8.1f}{result['slo_max_rps'] or 0:>9.1f}"
                      f"{result['ceiling']['fraction']:>10.2f}{result['saturation_rps'] / generator:>12.2f}")
     return "\n".join(lines)
