@@ -46,7 +46,7 @@ def server_record(record: dict) -> dict:
     if record["server"] == "torch":
         binary, version, official = "torchserve", metadata.version("torchserve"), True
     elif record["mode"] == "dropin":
-        version = f"this project's, on tensorflow {metadata.version('tensorflow')}"
+        version = f"on tensorflow {metadata.version('tensorflow')}"
         binary, official = "tf-serving-dropin", False
     elif record["mode"] == "compose":
         binary, version, official = "tensorflow/serving image", record.get("image", "see docker-compose.yml"), True
