@@ -64,7 +64,7 @@ class RunConfig:
         if self.batch_size < 1:
             raise UsageError(f"batch size must be at least 1, got {self.batch_size}")
         if self.check_every < 0:
-            raise UsageError(f"check-every must be at least 1 (0: never check), got {self.check_every}")
+            raise UsageError(f"check-every must be 0 (never check) or more, got {self.check_every}")
         if self.workers < 0:
             raise UsageError(f"workers must be 0 (one local process) or more, got {self.workers}")
 

@@ -20,6 +20,7 @@ warm-up; workers send theirs to the master, which writes
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import time
@@ -146,6 +147,12 @@ def _on_quitting(environment, **_kwargs) -> None:
             json.dump(merged, handle)
 
 
+@functools.cache
+def _payloads(path: str) -> payload_file.Payloads:
+    """Read once per process: every user of this process sends from the same payloads."""
+    return payload_file.load(path)
+
+
 class _LoadUser(User):
     """Shared by both transports: which payload to send next, answer checks, and the two load models."""
 
@@ -155,7 +162,7 @@ class _LoadUser(User):
     def on_start(self) -> None:
         options = self.environment.parsed_options
         self.target = options.loadtest_target
-        self.payloads = payload_file.load(options.loadtest_payloads)
+        self.payloads = _payloads(options.loadtest_payloads)
         self.model = options.loadtest_model or self.payloads.meta["model"]
         self.check_every = options.loadtest_check_every  # 0: never (calibration against a trivial endpoint)
         self.sent = 0

@@ -24,16 +24,17 @@ import psutil
 from common.cpus import pin_self
 from common.environment import host_record, package_versions
 from common.paths import REPO_ROOT
+from common.procs import free_port
 from loadtests import pinning, summary
 from loadtests.config import RunConfig
 from loadtests.targets import Target
 
 LOCUSTFILE = REPO_ROOT / "loadtests" / "locustfile.py"
-SATURATED_CPU_PERCENT = 90.0  # one locust process is one Python thread: past this it is the bottleneck
+SATURATED_CPU_PERCENT = 90.0  # locust's event loop is one Python thread: past this it is the bottleneck
 MAX_SEND_LAG_MS = 10.0  # open loop: arrivals sent this late mean the generator, not the server, set the pace
-EARLY_STOP_FAILURE_RATIO = 0.5
+EARLY_STOP_FAILURE_RATIO = 0.5  # more failures than this after warm-up: the server is down, stop wasting time
 PROGRESS_EVERY_S = 5.0
-LOCUST_START_TIMEOUT_S = 120.0  # more failures than this after warm-up: the server is down, stop wasting time
+LOCUST_START_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -66,43 +67,33 @@ class LocustProcesses:
                 process.wait()
 
 
-def locust_command(cfg: RunConfig, target: Target, payload_file: Path, prefix: Path, record: Path) -> list[str]:
-    command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
-               "--host", target.locust_host, "-u", str(cfg.users), "-r", str(cfg.users),
-               "--run-time", f"{cfg.duration_s:g}s", "--stop-timeout", "5",
-               "--csv", str(prefix), "--csv-full-history",
-               "--loadtest-target", target.name, "--loadtest-payloads", str(payload_file),
+def loadtest_options(cfg: RunConfig, target: Target, payload_file: Path, record: Path) -> list[str]:
+    """The locustfile's own options; master and workers both need them (workers pick their user class)."""
+    options = ["--loadtest-target", target.name, "--loadtest-payloads", str(payload_file),
                "--loadtest-model", cfg.model, "--loadtest-warmup", f"{cfg.warmup_s:g}",
                "--loadtest-rate", f"{cfg.rate or 0:g}", "--loadtest-check-every", str(cfg.check_every),
                "--loadtest-timeout", f"{cfg.timeout_s:g}", "--loadtest-max-inflight", str(cfg.max_inflight),
                "--loadtest-record", str(record)]
-    if target.token:
-        command += ["--loadtest-token", target.token]
+    return options + (["--loadtest-token", target.token] if target.token else [])
+
+
+def start_locust(cfg: RunConfig, target: Target, options: list[str], prefix: Path, log: Path,
+                 cpus: list[int] | None) -> LocustProcesses:
+    """Locust headless on the generator CPUs: one local process, or a master and cfg.workers workers."""
+    locust = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE)]
+    master = [*locust, "--headless", "--only-summary", "--host", target.locust_host, "-u", str(cfg.users),
+              "-r", str(cfg.users), "--run-time", f"{cfg.duration_s:g}s", "--stop-timeout", "5",
+              "--csv", str(prefix), "--csv-full-history", *options]
+    commands = [master]
     if cfg.workers:
-        command += ["--master", "--expect-workers", str(cfg.workers), "--master-bind-host", "127.0.0.1"]
-    return command
-
-
-def start_locust(cfg: RunConfig, command: list[str], log: Path, cpus: list[int] | None) -> LocustProcesses:
-    def pin() -> None:
-        pin_self(cpus)
-
-    handle = open(log, "ab")  # noqa: SIM115 - the processes write to it until they end
-    processes = [subprocess.Popen(command, cwd=REPO_ROOT, stdout=handle, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, preexec_fn=pin)]
-    if cfg.workers:
-        # Workers choose their user class at start-up, so they need the same --loadtest-* options as the master.
-        own = [arg for i, arg in enumerate(command) if arg.startswith("--loadtest-")
-               or command[i - 1].startswith("--loadtest-")]
-        worker = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker", "--master-host", "127.0.0.1",
-                  "--master-port", str(_master_port(command)), *own]
-        processes += [subprocess.Popen(worker, cwd=REPO_ROOT, stdout=handle, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, preexec_fn=pin) for _ in range(cfg.workers)]
-    return LocustProcesses(processes)
-
-
-def _master_port(command: list[str]) -> int:
-    return int(command[command.index("--master-bind-port") + 1]) if "--master-bind-port" in command else 5557
+        port = str(free_port())
+        master += ["--master", "--expect-workers", str(cfg.workers), "--master-bind-host", "127.0.0.1",
+                   "--master-bind-port", port]
+        commands += [[*locust, "--worker", "--master-host", "127.0.0.1", "--master-port", port, *options]] * cfg.workers
+    with open(log, "ab") as handle:  # the children keep their own copy of the descriptor
+        return LocustProcesses([subprocess.Popen(command, cwd=REPO_ROOT, stdout=handle, stderr=subprocess.STDOUT,
+                                                 stdin=subprocess.DEVNULL, preexec_fn=lambda: pin_self(cpus))
+                                for command in commands])
 
 
 def _latest_history(prefix: Path, name: str) -> dict | None:
@@ -119,12 +110,9 @@ def drive(cfg: RunConfig, target: Target, payload_file: Path, plan: pinning.CpuP
     """Run locust against one target; the raw record plus generator CPU use and how the run ended."""
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     prefix, record_file = cfg.run_dir / target.name, cfg.run_dir / f"{target.name}.record.json"
-    command = locust_command(cfg, target, payload_file, prefix, record_file)
-    if cfg.workers:
-        from common.procs import free_port
-
-        command += ["--master-bind-port", str(free_port())]
-    locust = start_locust(cfg, command, cfg.run_dir / f"{target.name}.locust.log", plan.generator_cpus)
+    options = loadtest_options(cfg, target, payload_file, record_file)
+    locust = start_locust(cfg, target, options, prefix, cfg.run_dir / f"{target.name}.locust.log",
+                          plan.generator_cpus)
     launched, started = time.monotonic(), None  # started: when locust's test began (its first CSV row)
     cpu_at_warm = wall_at_warm = cpu_at_end = wall_at_end = None
     stop, printed = "duration", -PROGRESS_EVERY_S
@@ -265,21 +253,22 @@ def run(cfg: RunConfig, targets: list[Target], payload_file: Path) -> dict:
     meta = load_payloads(payload_file).meta
     plan = pinning.plan_cpus([t.server["cpus"] for t in targets], cfg.pin)
     created = datetime.now(UTC).isoformat(timespec="seconds")
-    results, ceilings = {}, {}
+    results, ceilings, stops = {}, {}, {}
     for target in targets:
         if cfg.ceiling and target.side not in ceilings:
             say(cfg, f"  {target.framework}: in-process ceiling at batch {cfg.batch_size} ...")
             ceilings[target.side] = measure_ceiling(cfg, target.side, plan.server_cpus)
         raw = drive(cfg, target, payload_file, plan)
         results[target.name] = target_result(cfg, target, raw, ceilings.get(target.side))
+        if raw["stop"] != "duration":
+            stops[target.name] = raw["stop"]
     invalid = [f"{name}: {reason}" for name, result in results.items() for reason in result["invalid_reasons"]]
     document = {
         "kind": "loadtest", "schema_version": 1, "run_id": cfg.run_id, "created": created, "mode": cfg.mode,
         "model": {"name": cfg.model, "profile": meta["profile"], "batch_size": cfg.batch_size,
                   "multiply_accumulates": meta.get("multiply_accumulates")},
         "window": {"warmup_s": cfg.warmup_s, "duration_s": cfg.window_s,
-                   "stop": "duration" if all(r["valid"] or "early stop" not in " ".join(r["invalid_reasons"])
-                                             for r in results.values()) else "early stop"},
+                   "stop": "; ".join(f"{name}: {stop}" for name, stop in stops.items()) or "duration"},
         "load": {"users": cfg.users, "rate_rps": cfg.rate, "generator_processes": max(1, cfg.workers)},
         "environment": environment_record(plan, cfg),
         "valid": not invalid, "invalid_reasons": invalid, "targets": results,

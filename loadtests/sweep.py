@@ -91,6 +91,12 @@ class Sweep:
         self.dir = self.base.run_dir
         self.payloads: dict[int, Path] = {}
 
+    @property
+    def profile(self) -> str:
+        from loadtests.payloads import load
+
+        return load(self.payload(1)).meta["profile"]
+
     def payload(self, batch_size: int) -> Path:
         if batch_size not in self.payloads:
             self.payloads[batch_size] = prepare(checkpoint_dir(self.deploy_cfg), self.base.model, batch_size,
@@ -119,9 +125,8 @@ class Sweep:
         figures = {}
         try:
             for name, port in (("tf-rest", rest_port), ("tf-grpc", grpc_port)):
-                target = Target(name, "127.0.0.1", port, {"identity": "trivial calibration endpoint",
-                                                          "binary": "torchserve", "version": "-", "official": False,
-                                                          "knobs": {}})
+                # Only its address matters: drive() sends the REST or gRPC payloads the target name picks.
+                target = Target(name, "127.0.0.1", port, {"identity": "loadtests/calibrate.py trivial endpoint"})
                 cfg = dataclasses.replace(self.base, targets=(name,), rate=None, check_every=0, ceiling=False,
                                           duration_s=self.cfg.step_duration_s, warmup_s=self.cfg.step_warmup_s,
                                           run_id=f"{self.base.run_id}/calibration", quiet=True)
@@ -224,7 +229,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
             redeploy(side, found[side], sweep.deploy_cfg, sweep.dir)
     invalid = [f"{name}: no valid step within the SLO" for name, r in results.items() if r["slo_max_rps"] is None]
     document = {"kind": "sweep", "schema_version": 1, "run_id": base.run_id, "created": created,
-                "slo_ms": cfg.slo_ms, "model": {"name": base.model, "profile": base.model, "batch_size": 1},
+                "slo_ms": cfg.slo_ms, "model": {"name": base.model, "profile": sweep.profile, "batch_size": 1},
                 "environment": runner.environment_record(plan, base), "calibration": calibration,
                 "targets": results, "valid": not invalid, "invalid_reasons": invalid}
     summary.write(sweep.dir / "sweep.json", document, "sweep")

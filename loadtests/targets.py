@@ -43,15 +43,23 @@ class Target:
 
 def server_record(record: dict) -> dict:
     """The summary's server object from a deploy record: which binary, which version, official or not."""
+    if record["mode"] == "compose":
+        from serving.deploy import compose_image
+
+        image = compose_image(record["service"])
+        binary = "torchserve" if record["server"] == "torch" else "tensorflow/serving image"
+        return _server(record, binary, f"image {image}", official=True)
     if record["server"] == "torch":
         binary, version, official = "torchserve", metadata.version("torchserve"), True
     elif record["mode"] == "dropin":
         version = f"on tensorflow {metadata.version('tensorflow')}"
         binary, official = "tf-serving-dropin", False
-    elif record["mode"] == "compose":
-        binary, version, official = "tensorflow/serving image", record.get("image", "see docker-compose.yml"), True
     else:
         binary, version, official = "tensorflow_model_server", record["identity"], True
+    return _server(record, binary, version, official)
+
+
+def _server(record: dict, binary: str, version: str, official: bool) -> dict:
     return {"identity": record["identity"], "binary": binary, "version": version, "official": official,
             "knobs": record.get("knobs", {}), "cpus": record.get("cpus")}
 

@@ -39,6 +39,7 @@ class DeployConfig:
     tf_batching_file: Path = field(default_factory=lambda: Path(
         os.environ.get("TF_BATCHING_FILE", REPO_ROOT / "serving/tf/batching.config")))
     tf_server: str = field(default_factory=lambda: os.environ.get("TF_SERVER", "auto"))  # auto|compose|binary|dropin
+    ts_server: str = field(default_factory=lambda: os.environ.get("TS_SERVER", "auto"))  # auto|compose|native
     ts_inference_port: int = field(default_factory=lambda: _env_int("TS_INFERENCE_PORT", 8080))
     ts_management_port: int = field(default_factory=lambda: _env_int("TS_MANAGEMENT_PORT", 8081))
     ts_metrics_port: int = field(default_factory=lambda: _env_int("TS_METRICS_PORT", 8082))
@@ -56,6 +57,8 @@ class DeployConfig:
     def __post_init__(self) -> None:
         if self.tf_server not in ("auto", "compose", "binary", "dropin"):
             raise UsageError(f"TF_SERVER must be auto, compose, binary or dropin, got {self.tf_server!r}")
+        if self.ts_server not in ("auto", "compose", "native"):
+            raise UsageError(f"TS_SERVER must be auto, compose or native, got {self.ts_server!r}")
         if min(self.ts_workers, self.ts_batch_size) < 1 or self.ts_max_batch_delay_ms < 0:
             raise UsageError("TS_WORKERS and TS_BATCH_SIZE must be at least 1, TS_MAX_BATCH_DELAY_MS at least 0")
 

@@ -163,8 +163,6 @@ def deploy_tf(cfg: DeployConfig) -> dict:
 
 
 def _environ() -> dict[str, str]:
-    import os
-
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
@@ -183,9 +181,7 @@ def choose_torch_server(cfg: DeployConfig) -> str:
 
     The compose service always has token authorization on, so TS_TOKEN_AUTH=false runs natively.
     """
-    forced = os.environ.get("TS_SERVER", "auto")
-    if forced not in ("auto", "compose", "native"):
-        raise UsageError(f"TS_SERVER must be auto, compose or native, got {forced!r}")
+    forced = cfg.ts_server
     if forced == "compose" and not cfg.ts_token_auth:
         raise UsageError("the torchserve compose service always has token authorization on; "
                          "use TS_SERVER=native with TS_TOKEN_AUTH=false")

@@ -27,6 +27,40 @@ def artifacts(tmp_path_factory) -> ArtifactPaths:
     return ArtifactPaths(root)
 
 
+class SavedModelVersions:
+    """Versions 1 and 2 of the tiny model with different random weights, exported once per session."""
+
+    def __init__(self, root: Path) -> None:
+        import keras
+
+        from serving.tf.export import export_savedmodel
+        from training.keras_model import build_keras_model
+        from training.spec import get_spec
+
+        self.root, self.models = root, {}
+        for version, seed in ((1, 1), (2, 2)):
+            keras.utils.set_random_seed(seed)
+            self.models[version] = build_keras_model(get_spec("tiny"))
+            export_savedmodel(self.models[version], root / str(version))
+
+    def reference(self, version: int, images):
+        """The Keras model's own output for `images`: what serving the version must answer."""
+        return self.models[version](images, training=False).numpy()
+
+    def copy_to(self, base: Path, *versions: int) -> Path:
+        """Place these versions under a model base path, as a deploy would (a poll then finds them)."""
+        import shutil
+
+        for version in versions:
+            shutil.copytree(self.root / str(version), base / str(version))
+        return base
+
+
+@pytest.fixture(scope="session")
+def savedmodel_versions(tmp_path_factory) -> SavedModelVersions:
+    return SavedModelVersions(tmp_path_factory.mktemp("savedmodel-versions"))
+
+
 def run_module(*args: str, cwd: Path = REPO_ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `python -m <args>` from the repository as a user would, capturing output."""
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}

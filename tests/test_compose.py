@@ -231,17 +231,17 @@ def test_torchserve_runs_in_compose_only_when_an_engine_answers(cfg, monkeypatch
                                                                  expected):
     monkeypatch.setattr(deploy, "docker_engine_answers", lambda: engine)
     if forced:
-        monkeypatch.setenv("TS_SERVER", forced)
+        cfg.ts_server = forced
     cfg.ts_token_auth = token_auth
     assert deploy.choose_torch_server(cfg) == expected
 
 
 @pytest.mark.parametrize("forced, token_auth", [("kubernetes", True), ("compose", False)])
-def test_impossible_torchserve_choices_are_usage_errors(cfg, monkeypatch, forced, token_auth):
+def test_impossible_torchserve_choices_are_usage_errors(tmp_path, monkeypatch, forced, token_auth):
     monkeypatch.setenv("TS_SERVER", forced)
-    cfg.ts_token_auth = token_auth
-    with pytest.raises(UsageError, match="TS_SERVER"):
-        deploy.choose_torch_server(cfg)
+    monkeypatch.setenv("TS_TOKEN_AUTH", str(token_auth).lower())
+    with pytest.raises(UsageError, match="TS_SERVER"):  # refused when read, or when chosen
+        deploy.choose_torch_server(DeployConfig(model="tiny", artifacts=tmp_path))
 
 
 def test_compose_gets_the_deploys_knobs_and_identity_names_the_pinned_image(cfg):

@@ -15,35 +15,25 @@ from serving.tf.dropin.config import (
 from serving.tf.dropin.core import DropInCore, ModelRef
 from serving.tf.dropin.errors import InvalidArgument, NotFound
 from serving.tf.dropin.flags import parse_flags
-from serving.tf.export import export_savedmodel
 from tests.conftest import run_module
-from training.keras_model import build_keras_model
 from training.spec import get_spec
 
 SPEC = get_spec("tiny")
 IMAGES = np.random.default_rng(0).random((4, *SPEC.input_shape), dtype=np.float32)
 
 
-def _export_version(base, version, seed):
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    model = build_keras_model(SPEC)
-    export_savedmodel(model, base / str(version))
-    return model(IMAGES, training=False).numpy()
+@pytest.fixture
+def versions(savedmodel_versions):
+    """The two versions and each one's reference output on IMAGES."""
+    return savedmodel_versions, {v: savedmodel_versions.reference(v, IMAGES) for v in (1, 2)}
 
 
-@pytest.fixture(scope="module")
-def versions(tmp_path_factory):
-    """Two SavedModel versions with different weights, exported once."""
-    root = tmp_path_factory.mktemp("versions")
-    return root, {1: _export_version(root, 1, seed=1), 2: _export_version(root, 2, seed=2)}
-
-
-def _copy_version(root, version, base):
-    import shutil
-
-    shutil.copytree(root / str(version), base / str(version))
+def _core_serving_version_1(versions, tmp_path, batching=None):
+    """A core polling tmp_path/tiny, where version 1 has been placed and loaded."""
+    base = versions.copy_to(tmp_path / "tiny", 1)
+    core = DropInCore([ModelConfig("tiny", base)], batching=batching)
+    core.poll()
+    return base, core
 
 
 def _predict(core, version=None):
@@ -53,15 +43,12 @@ def _predict(core, version=None):
 
 def test_new_version_is_served_and_the_old_one_unloaded(versions, tmp_path):
     root, expected = versions
-    base = tmp_path / "tiny"
-    _copy_version(root, 1, base)
-    core = DropInCore([ModelConfig("tiny", base)])
-    core.poll()
+    base, core = _core_serving_version_1(root, tmp_path)
     version, probabilities = _predict(core)
     assert version == 1 and np.abs(probabilities - expected[1]).max() <= 1e-5
     in_flight = core.manager.servable("tiny")  # a request that started on version 1
 
-    _copy_version(root, 2, base)
+    root.copy_to(base, 2)
     core.poll()
     version, probabilities = _predict(core)
     assert version == 2 and np.abs(probabilities - expected[2]).max() <= 1e-5
@@ -74,10 +61,7 @@ def test_new_version_is_served_and_the_old_one_unloaded(versions, tmp_path):
 
 def test_a_version_that_fails_to_load_leaves_the_serving_one_in_place(versions, tmp_path):
     root, expected = versions
-    base = tmp_path / "tiny"
-    _copy_version(root, 1, base)
-    core = DropInCore([ModelConfig("tiny", base)])
-    core.poll()
+    base, core = _core_serving_version_1(root, tmp_path)
     (base / "3").mkdir()
     (base / "3" / "saved_model.pb").write_bytes(b"this is not a SavedModel")
     core.poll()
@@ -91,11 +75,8 @@ def test_batching_merges_concurrent_requests(versions, tmp_path):
     from serving.tf.dropin.config import BatchingParameters
 
     root, expected = versions
-    base = tmp_path / "tiny"
-    _copy_version(root, 1, base)
-    core = DropInCore([ModelConfig("tiny", base)],
-                      batching=BatchingParameters(max_batch_size=64, batch_timeout_micros=200_000))
-    core.poll()
+    _, core = _core_serving_version_1(root, tmp_path, BatchingParameters(max_batch_size=64,
+                                                                         batch_timeout_micros=200_000))
     results, barrier = [None] * 16, threading.Barrier(16)
 
     def one(index):
@@ -117,10 +98,7 @@ def test_batching_refuses_a_request_larger_than_max_batch_size(versions, tmp_pat
     from serving.tf.dropin.config import BatchingParameters
 
     root, _ = versions
-    base = tmp_path / "tiny"
-    _copy_version(root, 1, base)
-    core = DropInCore([ModelConfig("tiny", base)], batching=BatchingParameters(max_batch_size=2))
-    core.poll()
+    _, core = _core_serving_version_1(root, tmp_path, BatchingParameters(max_batch_size=2))
     with pytest.raises(InvalidArgument, match="larger than maximum batch size 2"):
         core.predict(ModelRef("tiny"), {"images": IMAGES})
 

@@ -28,8 +28,6 @@ from serving.tf.dropin.config import ModelConfig
 from serving.tf.dropin.core import DropInCore
 from serving.tf.dropin.grpc_api import parse_channel_arguments, serve_grpc
 from serving.tf.dropin.servable import CLASSIFY_METHOD, REGRESS_METHOD
-from serving.tf.export import export_savedmodel
-from training.keras_model import build_keras_model
 from training.spec import get_spec
 
 SPEC = get_spec("tiny")
@@ -75,12 +73,11 @@ def root(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def expected(root):
-    """The tiny model, randomly initialised, exported as version 1; its Keras output is the reference."""
-    model = build_keras_model(SPEC)
-    export_savedmodel(model, root / "models/tiny/1")
+def expected(root, savedmodel_versions):
+    """The tiny model, randomly initialised, served as version 1; its Keras output is the reference."""
+    savedmodel_versions.copy_to(root / "models/tiny", 1)
     _export_example_model(root / "models/examples/1")
-    return model(IMAGES, training=False).numpy()
+    return savedmodel_versions.reference(1, IMAGES)
 
 
 @pytest.fixture(scope="module")

@@ -27,8 +27,6 @@ from serving.tf.dropin.rest_api import (
     to_array,
 )
 from serving.tf.dropin.servable import TensorInfo
-from serving.tf.export import export_savedmodel
-from training.keras_model import build_keras_model
 from training.spec import get_spec
 
 SPEC = get_spec("tiny")
@@ -39,20 +37,11 @@ REGRESS_FAILS = ("Expected regression signature method_name to be tensorflow/ser
                  "Was: tensorflow/serving/predict")
 
 
-def _export_version(base, version: int, seed: int) -> np.ndarray:
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    model = build_keras_model(SPEC)
-    export_savedmodel(model, base / str(version))
-    return model(IMAGES, training=False).numpy()
-
-
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(savedmodel_versions, tmp_path_factory):
     """models/tiny/1 and models/tiny/2 with different random weights, and each one's reference output."""
-    base = tmp_path_factory.mktemp("rest") / "models" / "tiny"
-    return base, {1: _export_version(base, 1, seed=1), 2: _export_version(base, 2, seed=2)}
+    base = savedmodel_versions.copy_to(tmp_path_factory.mktemp("rest") / "models" / "tiny", 1, 2)
+    return base, {v: savedmodel_versions.reference(v, IMAGES) for v in (1, 2)}
 
 
 @pytest.fixture(scope="module")

@@ -103,7 +103,7 @@ def test_parity_gate_fails_when_one_weight_is_perturbed(artifacts, tmp_path):
     reference = models.reference_probabilities(images)
     head = models.keras_model.get_layer("head")
     kernel, bias = head.get_weights()
-    kernel[0, 0] += 0.5  # one weight of 19,786
+    kernel[0, 0] += 0.5  # one weight of the whole model
     head.set_weights([kernel, bias])
     tampered = export_savedmodel(models.keras_model, tmp_path / "1")
     with pytest.raises(ParityError, match=r"tf-savedmodel.*worst is test sample \d+"):

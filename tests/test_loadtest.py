@@ -220,3 +220,23 @@ def test_the_in_process_ceiling_runs_the_served_model(artifacts):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["batch_size"] == 4 and result["calls"] > 0
     assert result["images_per_s"] == pytest.approx(4 * result["calls_per_s"])
+
+
+@pytest.mark.parametrize("record, binary, official, version", [
+    ({"server": "tf", "mode": "dropin", "identity": "tf-serving-dropin (...)"}, "tf-serving-dropin", False,
+     "on tensorflow 2.21.0"),
+    ({"server": "tf", "mode": "binary", "identity": "official tensorflow_model_server (2.20.0)"},
+     "tensorflow_model_server", True, "official tensorflow_model_server (2.20.0)"),
+    ({"server": "tf", "mode": "compose", "service": "tf-serving", "identity": "official TF Serving image"},
+     "tensorflow/serving image", True, "image tensorflow/serving:2.20.0"),
+    ({"server": "torch", "mode": "compose", "service": "torchserve", "identity": "official TorchServe image"},
+     "torchserve", True, "image pytorch/torchserve:0.12.0-cpu"),
+    ({"server": "torch", "mode": "native", "identity": "TorchServe 0.12.0 (pip package)"}, "torchserve", True,
+     "0.12.0"),
+])
+def test_results_name_the_server_that_produced_them(record, binary, official, version):
+    from loadtests.targets import server_record
+
+    server = server_record({**record, "knobs": {"workers": 1}, "cpus": [1]})
+    assert (server["binary"], server["official"], server["version"]) == (binary, official, version)
+    assert server["identity"] == record["identity"] and server["knobs"] == {"workers": 1} and server["cpus"] == [1]

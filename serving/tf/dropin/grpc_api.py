@@ -283,22 +283,20 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     @_rpc
     def Classify(self, request: classification_pb2.ClassificationRequest):
-        ref = model_ref(request.model_spec)
-        examples = serialized_examples(request.input)
-        servable, outputs = self.core.classify(ref, examples)
-        response = classification_pb2.ClassificationResponse()
-        _fill_model_spec(response.model_spec, servable, ref.signature)
-        fill_classifications(response.result, outputs, len(examples))
-        return response
+        return self._on_examples(request, self.core.classify, classification_pb2.ClassificationResponse(),
+                                 fill_classifications)
 
     @_rpc
     def Regress(self, request: regression_pb2.RegressionRequest):
+        return self._on_examples(request, self.core.regress, regression_pb2.RegressionResponse(), fill_regressions)
+
+    def _on_examples(self, request, run, response, fill_result):
+        """Classify and Regress: tf.Examples in, the signature run, its outputs written into response.result."""
         ref = model_ref(request.model_spec)
         examples = serialized_examples(request.input)
-        servable, outputs = self.core.regress(ref, examples)
-        response = regression_pb2.RegressionResponse()
+        servable, outputs = run(ref, examples)
         _fill_model_spec(response.model_spec, servable, ref.signature)
-        fill_regressions(response.result, outputs, len(examples))
+        fill_result(response.result, outputs, len(examples))
         return response
 
     @_rpc
