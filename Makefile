@@ -117,13 +117,14 @@ COMPOSE_ENV = ARTIFACTS_DIR=$(abspath $(ARTIFACTS))
 
 .PHONY: compose-up compose-gpu compose-down compose-config gpu-bench
 
-compose-up: $(EXPORTED) ## Official TF Serving + TorchServe images on CPU (compose profile cpu), equal limits
-	$(COMPOSE_ENV) $(COMPOSE) --profile cpu up -d --wait tf-serving torchserve
+compose-up: protos $(EXPORTED) ## make deploy with the official CPU images (compose profile cpu), equal limits
+	TF_SERVER=compose TS_SERVER=compose $(PY) -m serving deploy
 
-compose-gpu: $(EXPORTED) ## Official GPU images of both servers on one NVIDIA GPU (profile gpu); PROFILE=mobilenet
-	$(COMPOSE_ENV) $(COMPOSE) --profile gpu up -d --wait tf-serving-gpu torchserve-gpu
+compose-gpu: protos $(EXPORTED) ## make deploy with the official GPU images on one NVIDIA GPU (profile gpu); PROFILE=mobilenet
+	COMPOSE_PROFILE=gpu TF_SERVER=compose TS_SERVER=compose $(PY) -m serving deploy
 
-compose-down: ## Stop and remove every container docker-compose.yml started (all profiles)
+compose-down: ## Undeploy, then remove every container docker-compose.yml started (all profiles)
+	$(PY) -m serving undeploy
 	$(COMPOSE_ENV) $(COMPOSE) --profile cpu --profile gpu --profile loadtest down
 
 compose-config: ## Validate docker-compose.yml and print it resolved (no Docker engine needed)

@@ -25,7 +25,7 @@ def default_server_cpus(available: list[int] | None = None) -> list[int] | None:
 
 
 def parse_server_cpus(text: str, available: list[int] | None = None) -> list[int] | None:
-    """SERVER_CPUS: 'auto' (default split), 'all' (no pinning) or a list like '1,2' or '2-5'."""
+    """SERVER_CPUSET: 'auto' (default split), 'all' (no pinning) or a list like '1,2' or '2-5'."""
     cpus = sorted(available if available is not None else available_cpus())
     text = text.strip().lower()
     if text == "auto":
@@ -38,10 +38,10 @@ def parse_server_cpus(text: str, available: list[int] | None = None) -> list[int
             first, _, last = part.partition("-")
             chosen.update(range(int(first), int(last or first) + 1))
     except ValueError:
-        raise UsageError(f"SERVER_CPUS must be auto, all or a CPU list like 1,2 or 2-5; got {text!r}") from None
+        raise UsageError(f"SERVER_CPUSET must be auto, all or a CPU list like 1,2 or 2-5; got {text!r}") from None
     missing = sorted(chosen - set(cpus))
     if missing:
-        raise UsageError(f"SERVER_CPUS names CPU(s) {missing} this process may not use (it may use {cpus})")
+        raise UsageError(f"SERVER_CPUSET names CPU(s) {missing} this process may not use (it may use {cpus})")
     return sorted(chosen)
 
 

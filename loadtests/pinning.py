@@ -1,6 +1,6 @@
 """Which CPUs the load generator runs on, given where `make deploy` pinned the servers.
 
-The servers are pinned when they start (SERVER_CPUS, common/cpus.py): pinning
+The servers are pinned when they start (SERVER_CPUSET, common/cpus.py): pinning
 a running TorchServe afterwards leaves its worker's thread pool sized for
 every core, and on fewer cores its threads spin against each other (measured
 here: 13 req/s pinned afterwards against 118 req/s unpinned). So a run only
@@ -36,8 +36,8 @@ def plan_cpus(server_sets: list[list[int] | None], enabled: bool = True,
     if not enabled:
         return CpuPlan(False, None, servers, "generator pinning turned off (--no-pin)")
     if servers is None:
-        return CpuPlan(False, None, None, "servers not pinned (SERVER_CPUS=all or containers): all share the CPUs")
-    note = "servers pinned at start (SERVER_CPUS); generator on the other CPUs (sched_setaffinity)"
+        return CpuPlan(False, None, None, "servers not pinned (SERVER_CPUSET=all or containers): all share the CPUs")
+    note = "servers pinned at start (SERVER_CPUSET); generator on the other CPUs (sched_setaffinity)"
     if len(distinct) > 1:
         note += f"; WARNING: the servers do not share one CPU set: {sorted(map(str, distinct))}"
     generator = [cpu for cpu in cpus if cpu not in servers]

@@ -40,6 +40,7 @@ class DeployConfig:
         os.environ.get("TF_BATCHING_FILE", REPO_ROOT / "serving/tf/batching.config")))
     tf_server: str = field(default_factory=lambda: os.environ.get("TF_SERVER", "auto"))  # auto|compose|binary|dropin
     ts_server: str = field(default_factory=lambda: os.environ.get("TS_SERVER", "auto"))  # auto|compose|native
+    compose_profile: str = field(default_factory=lambda: os.environ.get("COMPOSE_PROFILE", "cpu"))  # cpu|gpu
     ts_inference_port: int = field(default_factory=lambda: _env_int("TS_INFERENCE_PORT", 8080))
     ts_management_port: int = field(default_factory=lambda: _env_int("TS_MANAGEMENT_PORT", 8081))
     ts_metrics_port: int = field(default_factory=lambda: _env_int("TS_METRICS_PORT", 8082))
@@ -49,14 +50,16 @@ class DeployConfig:
     ts_batch_size: int = field(default_factory=lambda: _env_int("TS_BATCH_SIZE", 8))
     ts_max_batch_delay_ms: int = field(default_factory=lambda: _env_int("TS_MAX_BATCH_DELAY_MS", 5))
     ts_token_auth: bool = field(default_factory=lambda: _env_bool("TS_TOKEN_AUTH", True))
-    # The CPUs both servers run on (SERVER_CPUS=auto|all|1,2); the load generator gets the others.
-    server_cpus: list[int] | None = field(default_factory=lambda: parse_server_cpus(os.environ.get("SERVER_CPUS",
+    # The CPUs both servers run on (SERVER_CPUSET=auto|all|1,2); the load generator gets the others.
+    server_cpus: list[int] | None = field(default_factory=lambda: parse_server_cpus(os.environ.get("SERVER_CPUSET",
                                                                                                    "auto")))
     ready_timeout_s: float = field(default_factory=lambda: float(_env_int("READY_TIMEOUT_S", 180)))
 
     def __post_init__(self) -> None:
         if self.tf_server not in ("auto", "compose", "binary", "dropin"):
             raise UsageError(f"TF_SERVER must be auto, compose, binary or dropin, got {self.tf_server!r}")
+        if self.compose_profile not in ("cpu", "gpu"):
+            raise UsageError(f"COMPOSE_PROFILE must be cpu or gpu, got {self.compose_profile!r}")
         if self.ts_server not in ("auto", "compose", "native"):
             raise UsageError(f"TS_SERVER must be auto, compose or native, got {self.ts_server!r}")
         if min(self.ts_workers, self.ts_batch_size) < 1 or self.ts_max_batch_delay_ms < 0:

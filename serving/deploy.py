@@ -9,12 +9,13 @@ service with the official image when a Docker engine answers; the official
 tensorflow_model_server binary when it is on PATH; the project's drop-in.
 TorchServe runs as the compose service with the official image when a Docker
 engine answers (token authorization on) and natively otherwise; TS_SERVER
-(auto|compose|native) forces one. Compose services are the `cpu` profile of
-docker-compose.yml; the GPU profile is `make compose-gpu`.
+(auto|compose|native) forces one. Compose services come from the `cpu` profile
+of docker-compose.yml, or the `gpu` one with COMPOSE_PROFILE=gpu (make compose-gpu).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -76,8 +77,13 @@ def _compose_env(cfg: DeployConfig) -> dict[str, str]:
 
 
 def _compose(cfg: DeployConfig, *args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", "compose", "--profile", "cpu", *args], cwd=REPO_ROOT, env=_compose_env(cfg),
-                          **kwargs)
+    return subprocess.run(["docker", "compose", "--profile", cfg.compose_profile, *args], cwd=REPO_ROOT,
+                          env=_compose_env(cfg), **kwargs)
+
+
+def compose_service(cfg: DeployConfig, server: str) -> str:
+    """The compose service for `server` (tf-serving, torchserve) in the chosen profile (gpu adds -gpu)."""
+    return server if cfg.compose_profile == "cpu" else f"{server}-gpu"
 
 
 def compose_image(service: str) -> str:
@@ -137,9 +143,11 @@ def deploy_tf(cfg: DeployConfig) -> dict:
     _check_ports_free(ports)
     log_file = cfg.run_dir / "tf.log"
     if mode == "compose":
-        identity = f"official TF Serving image {compose_image('tf-serving')} (docker compose service tf-serving)"
-        _compose(cfg, "up", "-d", "tf-serving", check=True)
-        record = {"mode": mode, "identity": identity, "pgid": None, "service": "tf-serving"}
+        service = compose_service(cfg, "tf-serving")
+        identity = f"official TF Serving image {compose_image(service)} (docker compose service {service})"
+        _compose(cfg, "up", "-d", service, check=True)
+        record = {"mode": mode, "identity": identity, "pgid": None, "service": service,
+                  "profile": cfg.compose_profile}
     else:
         if mode == "binary":
             identity = _binary_identity()
@@ -197,12 +205,13 @@ def _start_torch_compose(cfg: DeployConfig, ts_cfg: TorchServeConfig) -> None:
     fight over); clients read the copy at the same path the native server writes.
     """
     wait = str(int(cfg.ready_timeout_s))
-    done = _compose(cfg, "up", "-d", "--wait", "--wait-timeout", wait, "torchserve", capture_output=True, text=True)
+    service = compose_service(cfg, "torchserve")
+    done = _compose(cfg, "up", "-d", "--wait", "--wait-timeout", wait, service, capture_output=True, text=True)
     if done.returncode != 0:
-        logs = _compose(cfg, "logs", "--tail", "40", "torchserve", capture_output=True, text=True).stdout
-        _compose(cfg, "stop", "torchserve", check=False)
+        logs = _compose(cfg, "logs", "--tail", "40", service, capture_output=True, text=True).stdout
+        _compose(cfg, "stop", service, check=False)
         raise ServerError(f"TorchServe (compose) did not become healthy: {done.stderr.strip()}\n{logs}")
-    keys = _compose(cfg, "exec", "-T", "torchserve", "cat", "/home/model-server/key_file.json",
+    keys = _compose(cfg, "exec", "-T", service, "cat", "/home/model-server/key_file.json",
                     capture_output=True, text=True, check=True).stdout
     ts_cfg.run_dir.mkdir(parents=True, exist_ok=True)
     ts_cfg.key_file.write_text(keys, encoding="utf-8")
@@ -224,13 +233,15 @@ def deploy_torch(cfg: DeployConfig) -> dict:
 
     mode = choose_torch_server(cfg)
     if mode == "compose":
-        identity = f"official TorchServe image {compose_image('torchserve')} (docker compose service torchserve)"
+        service = compose_service(cfg, "torchserve")
+        identity = f"official TorchServe image {compose_image(service)} (docker compose service {service})"
     else:
         identity = f"TorchServe {metadata.version('torchserve')} (pip package, Java frontend)"
     print(f"deploy-torch: using {identity}; token authorization {'on' if cfg.ts_token_auth else 'OFF'}", flush=True)
     if mode == "compose":
         _start_torch_compose(cfg, ts_cfg)
-        started = {"pgid": None, "service": "torchserve", "log": "docker compose logs torchserve"}
+        started = {"pgid": None, "service": service, "profile": cfg.compose_profile,
+                   "log": f"docker compose logs {service}"}
     else:
         server = TorchServe(ts_cfg).start(timeout=cfg.ready_timeout_s)
         started = {"pgid": server.process.pid, "log": str(ts_cfg.log_file)}
@@ -253,7 +264,8 @@ def undeploy_one(cfg: DeployConfig, server: str) -> bool:
         return False
     record = json.loads(path.read_text(encoding="utf-8"))
     if record["mode"] == "compose":
-        _compose(cfg, "stop", record.get("service", "tf-serving"), check=False)
+        _compose(dataclasses.replace(cfg, compose_profile=record.get("profile", "cpu")), "stop", record["service"],
+                 check=False)
         if record.get("key_file"):  # the copied token dies with the container; don't leave it lying around
             Path(record["key_file"]).unlink(missing_ok=True)
     elif record.get("pgid"):

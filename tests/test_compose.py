@@ -8,6 +8,7 @@ authorization, healthchecks, the GPU reservations and the locust services.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -255,3 +256,15 @@ def test_compose_gets_the_deploys_knobs_and_identity_names_the_pinned_image(cfg)
         assert knob in env and knob in KNOBS, f"{knob}: deploy passes it, docker-compose.yml must read it"
     assert deploy.compose_image("torchserve") == "pytorch/torchserve:0.12.0-cpu"
     assert deploy.compose_image("tf-serving") == "tensorflow/serving:2.20.0"
+
+
+def test_the_gpu_profile_deploys_the_gpu_services_and_their_pinned_images(cfg, monkeypatch):
+    assert deploy.compose_service(cfg, "torchserve") == "torchserve"
+    gpu = dataclasses.replace(cfg, compose_profile="gpu")
+    assert [deploy.compose_service(gpu, s) for s in ("tf-serving", "torchserve")] == ["tf-serving-gpu",
+                                                                                      "torchserve-gpu"]
+    assert deploy.compose_image(deploy.compose_service(gpu, "tf-serving")).endswith("-gpu")
+    assert deploy.compose_image(deploy.compose_service(gpu, "torchserve")).endswith("-gpu")
+    monkeypatch.setenv("COMPOSE_PROFILE", "tpu")
+    with pytest.raises(UsageError, match="COMPOSE_PROFILE"):
+        DeployConfig(model="tiny")
