@@ -144,8 +144,14 @@ class Sweep:
         return result
 
     def knob_grid(self, side: str, names: list[str]) -> dict[str, list[dict]]:
+        from serving.deploy import read_record
+
         rows: dict[str, list[dict]] = {name: [] for name in names}
         grid = TF_GRID if side == "tf" else TORCH_GRID
+        if self.cfg.knob_grid and (read_record(self.deploy_cfg, side) or {}).get("mode") == "compose":
+            # Redeploying here would restart the native server or the cpu profile, not the running containers.
+            print(f"  {side}: knob grid skipped: compose services take their knobs from docker-compose.yml")
+            return rows
         for index, knobs in enumerate(grid if self.cfg.knob_grid else ()):
             redeploy(side, knobs, self.deploy_cfg, self.dir)
             for name in names:
