@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -13,12 +14,39 @@ from pathlib import Path
 
 from common.cpus import pin_self
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    """First port of the kernel's ephemeral range (Linux default 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    """A TCP port nothing listens on right now, picked below the ephemeral range.
+
+    bind(0) hands out ports from the ephemeral range, which outgoing connections draw from too:
+    a readiness probe's source port can take the number before a slow server binds it (seen in CI:
+    TorchServe 'Failed to bind ... Address already in use' on its gRPC port). Ports below the
+    range are only ever taken by explicit binds. Never the same port twice in one process.
+    """
+    low = _ephemeral_low()
+    rng = random.SystemRandom()
+    for _ in range(500):
+        port = rng.randrange(max(1024, low - 12000), low) if low > 2048 else 0
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            port = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise OSError("no free TCP port found below the ephemeral range")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

@@ -2,14 +2,15 @@
 
 import http.client
 import json
+import socket
 import urllib.error
 import urllib.request
 
 import numpy as np
 import pytest
 
-from common.procs import port_open
-from serving.torch.server import TorchServe, TorchServeConfig
+from common.procs import free_port, port_open
+from serving.torch.server import ServerError, TorchServe, TorchServeConfig
 from training.checkpoint import load_checkpoint
 from training.reference import build_both
 
@@ -102,3 +103,23 @@ def test_a_body_over_the_size_limit_gets_413_and_the_server_keeps_serving(torchs
     images, reference = test_images
     status, answer = _post(torchserve, json.dumps({"instances": images[:1].tolist()}).encode())
     assert status == 200 and np.argmax(answer["predictions"], 1).tolist() == reference[:1].argmax(1).tolist()
+
+
+def test_free_ports_avoid_the_ephemeral_range_and_never_repeat():
+    """Outgoing connections take ephemeral ports; a server port picked there can be stolen before it is bound."""
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    ports = [free_port() for _ in range(50)]
+    assert len(set(ports)) == len(ports)
+    assert all(1024 <= port < low for port in ports)
+
+
+def test_a_taken_port_fails_start_with_the_port_named_and_nothing_left_running(artifacts, tmp_path):
+    config = TorchServeConfig.on_free_ports(model_store=artifacts.torch_model_store, models=["tiny"], run_dir=tmp_path)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", config.grpc_inference_port))
+        squatter.listen()
+        server = TorchServe(config)
+        with pytest.raises(ServerError, match=f"could not bind 127.0.0.1:{config.grpc_inference_port}"):
+            server.start(timeout=120)
+    assert server.process is None
+    assert not port_open(config.inference_port) and not port_open(config.management_port)

@@ -14,6 +14,7 @@ import re
 import shutil
 import sys
 import time
+import urllib.error
 import urllib.request
 import zipfile
 from dataclasses import dataclass, field
@@ -157,13 +158,20 @@ class TorchServe:
         ping = f"http://127.0.0.1:{cfg.inference_port}/ping"
         if not self._wait_key_file(timeout) or not wait_http_ok(ping, timeout, alive, self.auth_headers()):
             self.stop()
-            raise ServerError(f"TorchServe did not become ready:\n{log_tail(cfg.log_file)}")
+            raise ServerError(f"TorchServe did not become ready{self._bind_failure()}:\n{log_tail(cfg.log_file)}")
         for name in cfg.models:
             headers = self.auth_headers("management")
             status = f"http://127.0.0.1:{cfg.management_port}/models/{name}"
             if not wait_http_ok(status, timeout, alive, headers) or not self._workers_ready(name, timeout):
                 self.stop()
-                raise ServerError(f"TorchServe did not load {name}:\n{log_tail(cfg.log_file)}")
+                raise ServerError(f"TorchServe did not load {name}{self._bind_failure()}:\n{log_tail(cfg.log_file)}")
+
+    def _bind_failure(self) -> str:
+        """' (could not bind 127.0.0.1:PORT ...)' when the log says a port was taken, else ''."""
+        log_file = self.config.log_file
+        log = log_file.read_text(encoding="utf-8", errors="replace") if log_file.exists() else ""
+        found = re.search(r"Failed to bind to address:? \S*?(\d+\.\d+\.\d+\.\d+:\d+)", log)
+        return f" (could not bind {found.group(1)}; is something else listening there?)" if found else ""
 
     def _wait_key_file(self, timeout: float) -> bool:
         """With token auth on, TorchServe writes key_file.json once its APIs are up (wait until it parses)."""
@@ -184,8 +192,11 @@ class TorchServe:
         url = f"http://127.0.0.1:{self.config.management_port}/models/{name}"
         while time.monotonic() < deadline and self.process.poll() is None:
             request = urllib.request.Request(url, headers=self.auth_headers("management"))
-            with urllib.request.urlopen(request, timeout=5) as response:
-                workers = json.load(response)[0].get("workers", [])
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    workers = json.load(response)[0].get("workers", [])
+            except (urllib.error.URLError, OSError, ValueError, IndexError):
+                workers = []  # not answering (yet, or it is going down): the loop re-checks the process
             if workers and all(worker.get("status") == "READY" for worker in workers):
                 return True
             time.sleep(0.5)
