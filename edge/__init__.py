@@ -1,1 +1,1 @@
-"""On-device formats: TFLite (and, later, ExecuTorch and ONNX) with their measurements."""
+"""On-device formats: TFLite, ExecuTorch and ONNX files from the same weights, with their measurements."""

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
+from training.parity import FLOAT_TOLERANCE, ParityReport, accuracy, check, compare
+
 ACCURACY_FLAG_POINTS = 1.0  # quantized formats losing more than this many points are flagged
+LATENCY_WARMUP = 20  # uncounted calls before timing
+LATENCY_RUNS = 200  # timed single-image calls per format
 
 
 @dataclass
@@ -27,8 +31,11 @@ class EdgeResult:
     ratio_to_savedmodel: float
     accuracy: float
     accuracy_change_points: float
+    samples: int
     top1_agreement: float
     max_abs_delta: float
+    worst_sample: int
+    tolerance: float | None  # float32 formats are gated on it; quantized ones are only compared
     latency_p50_ms: float
     latency_p99_ms: float
     flagged: bool
@@ -36,14 +43,17 @@ class EdgeResult:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def parity(self) -> dict:
+        """The manifest's parity record, the same fields export writes."""
+        return {f.name: getattr(self, f.name) for f in fields(ParityReport)}
 
-def latency_ms(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray, warmup: int = 20,
-               runs: int = 200) -> tuple[float, float]:
-    """Single-image latency p50 and p99 in ms, after `warmup` uncounted calls."""
-    for index in range(warmup):
+
+def latency_ms(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> tuple[float, float]:
+    """Single-image latency p50 and p99 in ms over LATENCY_RUNS calls, after LATENCY_WARMUP uncounted ones."""
+    for index in range(LATENCY_WARMUP):
         predict(images[index % len(images)][None])
     times = []
-    for index in range(runs):
+    for index in range(LATENCY_RUNS):
         image = images[index % len(images)][None]
         started = time.perf_counter()
         predict(image)
@@ -57,19 +67,23 @@ def predict_all(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray)
 
 
 def measure(fmt: str, runtime: str, path: Path, predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
-            labels: np.ndarray, reference: np.ndarray, savedmodel_bytes: int, float_accuracy: float,
-            quantized: bool) -> EdgeResult:
-    """Everything the edge table reports for one file."""
+            labels: np.ndarray, reference: np.ndarray, savedmodel_bytes: int, quantized: bool) -> EdgeResult:
+    """Everything the edge table reports for one file.
+
+    A float32 format must compute the reference's function: it goes through export's parity gate
+    (ParityError if it drifts). A quantized one is compared and flagged if it loses too much accuracy.
+    """
     probabilities = predict_all(predict, images)
-    accuracy = float((probabilities.argmax(1) == labels).mean())
-    change = (accuracy - float_accuracy) * 100
+    report = compare(fmt, reference, probabilities) if quantized else check(fmt, reference, probabilities,
+                                                                             FLOAT_TOLERANCE)
+    change = (accuracy(probabilities, labels) - accuracy(reference, labels)) * 100
     p50, p99 = latency_ms(predict, images)
     size = path.stat().st_size
     return EdgeResult(
         format=fmt, runtime=runtime, path=str(path), bytes=size, ratio_to_savedmodel=size / savedmodel_bytes,
-        accuracy=accuracy, accuracy_change_points=change,
-        top1_agreement=float((probabilities.argmax(1) == reference.argmax(1)).mean()),
-        max_abs_delta=float(np.abs(probabilities - reference).max()), latency_p50_ms=p50, latency_p99_ms=p99,
+        accuracy=accuracy(probabilities, labels), accuracy_change_points=change, samples=report.samples,
+        top1_agreement=report.top1_agreement, max_abs_delta=report.max_abs_delta, worst_sample=report.worst_sample,
+        tolerance=report.tolerance, latency_p50_ms=p50, latency_p99_ms=p99,
         flagged=quantized and change < -ACCURACY_FLAG_POINTS)
 
 

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edge.calibration import check_calibration
+
 CALIBRATION_BATCH = 64
 
 
@@ -40,13 +42,6 @@ def _lower_and_write(exported: torch.export.ExportedProgram, out: Path) -> Path:
 def export_pte_float32(model: torch.nn.Module, input_shape: tuple[int, int, int], out: Path) -> Path:
     """Write `model` (NHWC float32 in, probabilities out) as a float32 XNNPACK .pte for one image."""
     return _lower_and_write(torch.export.export(model.eval(), _example(input_shape)), out)
-
-
-def _check_calibration(calibration: np.ndarray, input_shape: tuple[int, int, int]) -> None:
-    if len(calibration) == 0:
-        raise ValueError("int8 export needs calibration images; got none")
-    if tuple(calibration.shape[1:]) != tuple(input_shape):
-        raise ValueError(f"calibration images are {tuple(calibration.shape[1:])}, the model takes {tuple(input_shape)}")
 
 
 def _quantize(model: torch.nn.Module, input_shape: tuple[int, int, int], calibration: np.ndarray) -> torch.nn.Module:
@@ -73,12 +68,12 @@ def _quantize(model: torch.nn.Module, input_shape: tuple[int, int, int], calibra
 def export_pte_int8(model: torch.nn.Module, input_shape: tuple[int, int, int], calibration: np.ndarray,
                     out: Path) -> Path:
     """Write `model` as an int8 XNNPACK .pte for one image, calibrated on every image in `calibration`."""
-    _check_calibration(calibration, input_shape)
+    check_calibration(calibration, input_shape)
     quantized = _quantize(model, input_shape, calibration)
     return _lower_and_write(torch.export.export(quantized, _example(input_shape)), out)
 
 
-def set_threads(threads: int) -> None:
+def _set_threads(threads: int) -> None:
     """Resize ExecuTorch's process-wide XNNPACK threadpool (see the module docstring)."""
     from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count, _unsafe_reset_threadpool
 
@@ -92,7 +87,7 @@ def load_pte(path: Path, threads: int = 1) -> Callable[[np.ndarray], np.ndarray]
         warnings.simplefilter("ignore")
         from executorch.runtime import Runtime
 
-    set_threads(threads)
+    _set_threads(threads)
     program = Runtime.get().load_program(Path(path))
     program.load_method("forward")  # load and plan memory once, here; Program caches the loaded method
 
@@ -105,8 +100,3 @@ def load_pte(path: Path, threads: int = 1) -> Callable[[np.ndarray], np.ndarray]
 
     return predict
 
-
-def run_pte(path: Path, images: np.ndarray, threads: int = 1) -> np.ndarray:
-    """Probabilities for all `images`, run one at a time through the .pte, stacked."""
-    predict = load_pte(path, threads)
-    return np.concatenate([predict(images[i:i + 1]) for i in range(len(images))])

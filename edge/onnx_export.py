@@ -66,8 +66,3 @@ def load_onnx(path: Path, threads: int = 1) -> Callable[[np.ndarray], np.ndarray
 
     return predict
 
-
-def run_onnx(path: Path, images: np.ndarray, threads: int = 1) -> np.ndarray:
-    """Probabilities for all `images`, run one at a time as a device would see them, stacked."""
-    predict = load_onnx(path, threads)
-    return np.concatenate([predict(images[i:i + 1]) for i in range(len(images))])

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from edge.calibration import check_calibration
+
 SIGNATURE = "serving_default"
 
 # Every variant is converted from the same SavedModel; the value says what it quantizes.
@@ -36,8 +38,7 @@ def convert(saved_model_dir: Path, variant: str, out_file: Path, calibration: np
     if variant == "float16":
         converter.target_spec.supported_types = [tf.float16]
     if variant in ("int8", "int8-io"):
-        if calibration is None or len(calibration) == 0:
-            raise ValueError("full-integer quantization needs a non-empty calibration set")
+        check_calibration(calibration)
 
         def representative_images():
             for index in range(len(calibration)):
@@ -70,6 +71,18 @@ def io_details(model_file: Path) -> dict:
                 "quantization": {"scale": float(scale), "zero_point": int(zero_point)} if scale else None}
 
     return {"input": describe(runner.get_input_details()), "output": describe(runner.get_output_details())}
+
+
+def quantization_parameter_bytes(model_file: Path) -> int:
+    """Bytes the file spends on quantization parameters: a float32 scale and an int64 zero point per
+    quantized channel (or per tensor), as the flatbuffer stores them; read back through the interpreter."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    total = 0
+    for tensor in Interpreter(model_path=str(model_file)).get_tensor_details():
+        parameters = tensor["quantization_parameters"]
+        total += parameters["scales"].size * 4 + parameters["zero_points"].size * 8
+    return total
 
 
 def load_tflite(model_file: Path, threads: int = 1) -> Callable[[np.ndarray], np.ndarray]:

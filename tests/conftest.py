@@ -77,10 +77,30 @@ def deployed(artifacts):
     """Both servers started by `python -m serving deploy` on free ports, as users do; stopped at the end."""
     from common.procs import free_port
 
-    env = {"ARTIFACTS": str(artifacts.root), "TF_SERVER": "auto", **{v: str(free_port()) for v in PORT_VARIABLES}}
+    # the local servers whatever this host has: a Docker engine would otherwise pick compose
+    env = {"ARTIFACTS": str(artifacts.root), "TF_SERVER": "dropin", "TS_SERVER": "native",
+           **{v: str(free_port()) for v in PORT_VARIABLES}}
     done = run_module("serving", "deploy", env=env)
     try:
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         yield env, done.stdout
     finally:
         run_module("serving", "undeploy", env=env)
+
+
+@pytest.fixture(scope="session")
+def edge(artifacts) -> dict:
+    """`python -m edge` run once on the session's artifacts: every on-device file, measured and published."""
+    from edge.__main__ import run_edge
+
+    return run_edge(artifacts, "tiny", None)
+
+
+@pytest.fixture
+def deploy_defaults(monkeypatch):
+    """DeployConfig() with no TorchServe knob set in the environment: the defaults deploy runs with."""
+    from serving.config import DeployConfig
+
+    for knob in ("TS_WORKERS", "TS_BATCH_SIZE", "TS_MAX_BATCH_DELAY_MS"):
+        monkeypatch.delenv(knob, raising=False)
+    return DeployConfig()

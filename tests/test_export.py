@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import zipfile
+from importlib.metadata import version
 
 import numpy as np
 import pytest
@@ -43,12 +44,13 @@ def test_manifest_records_parity_accuracy_and_tools(artifacts):
     exported = [entry for entry in manifest["artifacts"] if entry["format"] in EXPORT_FORMATS]
     assert len(exported) == len(EXPORT_FORMATS)
     for entry in exported:
-        assert entry["parity"]["samples"] == 270
-        assert entry["parity"]["max_abs_delta"] <= 1e-5
-        assert entry["parity"]["top1_agreement"] == 1.0
+        parity = entry["parity"]
+        assert parity["samples"] == 270 and parity["format"] == entry["format"]
+        assert parity["tolerance"] == 1e-5 and parity["max_abs_delta"] <= parity["tolerance"]
+        assert parity["top1_agreement"] == 1.0 and 0 <= parity["worst_sample"] < 270
         assert entry["test_accuracy"] == pytest.approx(model["test_accuracy"])
         assert entry["tools"]
-    assert model["tools"]["torch"].startswith("2.13.0") and model["tools"]["tensorflow"] == "2.21.0"
+    assert model["tools"]["torch"] == version("torch") and model["tools"]["tensorflow"] == version("tensorflow")
 
 
 SAVEDMODEL_ALONE = """

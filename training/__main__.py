@@ -18,6 +18,7 @@ from pathlib import Path  # noqa: E402
 
 from common.errors import OneLineArgumentParser, run_cli  # noqa: E402
 from common.paths import default_artifacts_root  # noqa: E402
+from training.parity import FLOAT_TOLERANCE  # noqa: E402
 
 
 def _parser() -> OneLineArgumentParser:
@@ -43,7 +44,7 @@ def _parser() -> OneLineArgumentParser:
                         help="model name of the checkpoint to export (default: the profile)")
     export.add_argument("--version", type=int, default=1, help="TF Serving version directory (default 1)")
     export.add_argument("--max-batch", type=int, default=256, help="largest batch the servers accept")
-    export.add_argument("--tolerance", type=float, default=1e-5, help="max |delta| of probabilities")
+    export.add_argument("--tolerance", type=float, default=FLOAT_TOLERANCE, help="max |delta| of probabilities")
     return parser
 
 

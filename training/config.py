@@ -7,6 +7,7 @@ from pathlib import Path
 
 from common.errors import UsageError
 from common.paths import ArtifactPaths, default_artifacts_root
+from training.parity import FLOAT_TOLERANCE
 
 TRAINERS = ("torch", "tf")
 
@@ -59,7 +60,7 @@ class ExportConfig:
     version: int = 1  # TF Serving version directory and .mar version
     max_batch: int = 256  # largest batch a server accepts and the exported program allows
     max_request_bytes: int = 64 * 1024 * 1024
-    tolerance: float = 1e-5  # max |delta| of probabilities for float32 formats
+    tolerance: float = FLOAT_TOLERANCE  # max |delta| of probabilities for float32 formats
     artifacts: Path = field(default_factory=default_artifacts_root)
 
     def __post_init__(self) -> None:

@@ -23,6 +23,7 @@ from serving.torch.export import build_mar, export_program, extract_program, run
 from training.checkpoint import Checkpoint, load_checkpoint
 from training.config import ExportConfig
 from training.parity import ParityReport, check
+from training.parity import accuracy as top1_accuracy
 from training.reference import build_both
 
 
@@ -43,7 +44,7 @@ def _gate(fmt: str, run: Callable[[], np.ndarray], reference: np.ndarray, labels
     started = time.perf_counter()
     probabilities = run()
     report = check(fmt, reference, probabilities, tolerance)
-    accuracy = float((probabilities.argmax(1) == labels).mean())
+    accuracy = top1_accuracy(probabilities, labels)
     print(f"  parity {fmt:<16} max|delta| {report.max_abs_delta:.2e}  top-1 agreement "
           f"{report.top1_agreement:.2%}  accuracy {accuracy:.4f}  ({time.perf_counter() - started:.1f}s)", flush=True)
     return report, accuracy

@@ -6,6 +6,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+FLOAT_TOLERANCE = 1e-5  # max |delta| of probabilities a float32 export may differ from the reference by
+
+
+def accuracy(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy of predicted probabilities against integer labels."""
+    return float((np.asarray(probabilities).argmax(1) == labels).mean())
+
 
 class ParityError(RuntimeError):
     """An export drifted from the reference; the message names the format and the worst sample."""
@@ -18,13 +25,13 @@ class ParityReport:
     max_abs_delta: float
     worst_sample: int
     top1_agreement: float
-    tolerance: float
+    tolerance: float | None  # None: compared and reported, not gated (quantized formats)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def compare(fmt: str, reference: np.ndarray, candidate: np.ndarray, tolerance: float) -> ParityReport:
+def compare(fmt: str, reference: np.ndarray, candidate: np.ndarray, tolerance: float | None = None) -> ParityReport:
     """Max |delta| of probabilities and top-1 agreement over every sample."""
     if candidate.shape != reference.shape:
         raise ParityError(f"{fmt}: output shape {candidate.shape} differs from the reference {reference.shape}")

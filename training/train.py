@@ -12,6 +12,7 @@ from common.fsutil import publish, staging_dir
 from training.checkpoint import Checkpoint, load_checkpoint, save_weights
 from training.config import TrainConfig
 from training.data import Dataset, load_dataset
+from training.parity import accuracy
 from training.spec import get_spec
 
 CALIBRATION_IMAGES = 256
@@ -67,7 +68,7 @@ def run_training(cfg: TrainConfig) -> Checkpoint:
         checkpoint = Checkpoint(scratch, meta)
         x_test, y_test = data.x_test, data.y_test
         probabilities = build_both(checkpoint).reference_probabilities(x_test)
-        meta["test_accuracy"] = float((probabilities.argmax(1) == y_test).mean())
+        meta["test_accuracy"] = accuracy(probabilities, y_test)
         (scratch / "checkpoint.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         publish(scratch, final)
     print(f"done  test accuracy {meta['test_accuracy']:.4f} in {train_seconds:.1f}s -> {final}", flush=True)

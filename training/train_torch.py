@@ -11,13 +11,14 @@ from torch.nn import functional as F
 from torch.utils.tensorboard import SummaryWriter
 
 from training.data import Dataset
+from training.parity import accuracy
 from training.spec import ModelSpec
 from training.torch_model import build_torch_model
 from training.transfer import Weights, weights_from_torch
 
 
 def _accuracy(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray) -> float:
-    return float((predict_torch(model, images).argmax(1) == labels).mean())
+    return accuracy(predict_torch(model, images), labels)
 
 
 def predict_torch(model: torch.nn.Module, images: np.ndarray, batch: int = 256) -> np.ndarray:
