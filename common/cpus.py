@@ -32,17 +32,26 @@ def parse_server_cpus(text: str, available: list[int] | None = None) -> list[int
         return default_server_cpus(cpus)
     if text in ("all", "none", ""):
         return None
-    chosen: set[int] = set()
-    try:
-        for part in text.split(","):
-            first, _, last = part.partition("-")
-            chosen.update(range(int(first), int(last or first) + 1))
-    except ValueError:
-        raise UsageError(f"SERVER_CPUSET must be auto, all or a CPU list like 1,2 or 2-5; got {text!r}") from None
+    chosen = _cpu_list(text)
     missing = sorted(chosen - set(cpus))
     if missing:
         raise UsageError(f"SERVER_CPUSET names CPU(s) {missing} this process may not use (it may use {cpus})")
     return sorted(chosen)
+
+
+def _cpu_list(text: str) -> set[int]:
+    """'1,2' or '2-5' as a set of CPU ids; a range that runs backwards is refused, not read as no CPUs."""
+    chosen: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        try:
+            low, high = int(first), int(last or first)
+        except ValueError:
+            raise UsageError(f"SERVER_CPUSET must be auto, all or a CPU list like 1,2 or 2-5; got {text!r}") from None
+        if high < low:
+            raise UsageError(f"SERVER_CPUSET range {part!r} runs backwards (it names no CPU); write {high}-{low}")
+        chosen.update(range(low, high + 1))
+    return chosen
 
 
 def pin_self(cpus: list[int] | None) -> None:

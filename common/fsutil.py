@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -63,8 +64,6 @@ def publish(staged: Path, final: Path) -> Path:
 
 def write_results_file(results_dir: Path, name: str, record: dict) -> Path:
     """Write one results file (indented JSON) into artifacts/results/, creating it if needed."""
-    import json
-
     results_dir.mkdir(parents=True, exist_ok=True)
     out = results_dir / name
     out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

@@ -9,6 +9,11 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def default_model(fallback: str = "tiny") -> str:
+    """The model every stage works on unless told otherwise: MODEL, else PROFILE, else `fallback`."""
+    return os.environ.get("MODEL", os.environ.get("PROFILE", fallback))
+
+
 def default_artifacts_root() -> Path:
     """ARTIFACTS in the environment wins; otherwise artifacts/ in the repository."""
     return Path(os.environ.get("ARTIFACTS", REPO_ROOT / "artifacts")).resolve()

@@ -19,6 +19,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from common.errors import OneLineArgumentParser, UsageError, run_cli  # noqa: E402
+from common.paths import default_model  # noqa: E402
 from loadtests.config import RunConfig, SweepConfig, new_run_id  # noqa: E402
 from loadtests.payloads import TARGETS  # noqa: E402
 
@@ -33,7 +34,9 @@ def _add_run_options(parser: OneLineArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="default: MODEL or PROFILE from the environment, else tiny")
     parser.add_argument("--workers", type=int, default=0, help="locust worker processes beside a master")
     parser.add_argument("--check-every", type=int, default=10, help="decode and check every Nth answer per user")
-    parser.add_argument("--no-pin", action="store_true", help="do not pin generator and servers to CPU sets")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="do not pin locust to the CPUs the servers leave free (the servers keep the CPU set "
+                             "they were deployed with)")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the in-process ceiling measurement")
     parser.add_argument("--run-id", default="")
 
@@ -67,19 +70,14 @@ def run_config(args) -> RunConfig:
     return RunConfig(**options)
 
 
-def _deploy_config(model: str):
-    from serving.config import DeployConfig
-
-    return DeployConfig(model=model)
-
-
 def command_run(args) -> int:
     from loadtests import runner, summary
     from loadtests.payloads import prepare
     from loadtests.targets import checkpoint_dir, resolve_targets
+    from serving.config import DeployConfig
 
     cfg = run_config(args)
-    deploy_cfg = _deploy_config(cfg.model)
+    deploy_cfg = DeployConfig(model=cfg.model, artifacts=cfg.artifacts)
     targets = resolve_targets(cfg.targets, deploy_cfg, cfg.host)  # unreachable: exit 2 before any load
     source = checkpoint_dir(deploy_cfg)
     print(f"loadtest {cfg.run_id}: {cfg.mode} loop, "
@@ -98,8 +96,7 @@ def command_sweep(args) -> int:
     if not args.run_id:
         args.run_id = new_run_id("sweep")
     cfg = run_config(args)
-    sweep_cfg = SweepConfig(run=cfg, slo_ms=args.slo_ms, knob_grid=not args.no_knobs,
-                            step_duration_s=cfg.duration_s, step_warmup_s=cfg.warmup_s)
+    sweep_cfg = SweepConfig(run=cfg, slo_ms=args.slo_ms, knob_grid=not args.no_knobs)
     if args.quick:
         sweep_cfg = sweep.quick(sweep_cfg)
     sweep.run_sweep(sweep_cfg)
@@ -109,11 +106,12 @@ def command_sweep(args) -> int:
 def command_prepare(args) -> int:
     from loadtests.payloads import prepare
     from loadtests.targets import checkpoint_dir
+    from serving.config import DeployConfig
 
     if args.batch_size < 1 or args.count < 1:
         raise UsageError("batch size and count must be at least 1")
-    model = args.model or os.environ.get("MODEL", os.environ.get("PROFILE", "tiny"))
-    out = prepare(checkpoint_dir(_deploy_config(model)), model, args.batch_size, args.out, args.count)
+    model = args.model or default_model()
+    out = prepare(checkpoint_dir(DeployConfig(model=model)), model, args.batch_size, args.out, args.count)
     print(f"payloads: {out} ({args.count} batches of {args.batch_size})")
     return 0
 

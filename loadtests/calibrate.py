@@ -10,14 +10,14 @@ it: near 1 means the generator, not the server, set the number.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
 import subprocess
 import sys
 import time
 from concurrent import futures
 from pathlib import Path
+
+from common.errors import OneLineArgumentParser
 
 REST_ANSWER = b'{"predictions": [[1.0]]}'
 HTTP_RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
@@ -73,9 +73,7 @@ def start_endpoints(rest_port: int, grpc_port: int, cpus: list[int] | None, log:
 
     command = [sys.executable, "-m", "loadtests.calibrate", "serve", "--rest-port", str(rest_port),
                "--grpc-port", str(grpc_port)]
-    if cpus:
-        command += ["--cpus", ",".join(map(str, cpus))]
-    process = start_group(command, log, cwd=Path(__file__).resolve().parent.parent)
+    process = start_group(command, log, cwd=Path(__file__).resolve().parent.parent, cpus=cpus)
     deadline = time.monotonic() + 30
     while not (port_open(rest_port) and port_open(grpc_port)):
         if process.poll() is not None or time.monotonic() > deadline:
@@ -85,14 +83,11 @@ def start_endpoints(rest_port: int, grpc_port: int, cpus: list[int] | None, log:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loadtests.calibrate")
+    parser = OneLineArgumentParser(prog="python -m loadtests.calibrate")
     parser.add_argument("mode", choices=("serve",))
     parser.add_argument("--rest-port", type=int, required=True)
     parser.add_argument("--grpc-port", type=int, required=True)
-    parser.add_argument("--cpus", default="")
     args = parser.parse_args(argv)
-    if args.cpus:
-        os.sched_setaffinity(0, [int(cpu) for cpu in args.cpus.split(",")])
     asyncio.run(_serve(args.rest_port, args.grpc_port))
     return 0
 

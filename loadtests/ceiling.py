@@ -1,19 +1,18 @@
 """The in-process ceiling: the served model called directly in its framework, no server in between.
 
-    python -m loadtests.ceiling --framework tf --model tiny --batch-size 1 --seconds 5 [--cpus 1,2]
+    python -m loadtests.ceiling --framework tf --model tiny --batch-size 1 --seconds 5
 
 It loads exactly what the server loads (the SavedModel's serving signature;
-the torch.export program inside the .mar), pins itself to the servers' CPU
-set, sizes the framework's thread pool to that set, warms up, then calls the
-model back to back from one caller in three windows and prints one JSON line:
-the best window's calls and images per second, and every window's rate. A
-server's throughput divided by this is how much of its framework's speed it
-delivers.
+the torch.export program inside the .mar), sizes the framework's thread pool
+to the CPUs it may run on (the runner starts it pinned to the servers' set),
+warms up, then calls the model back to back from one caller in three windows
+and prints one JSON line: the best window's calls and images per second, and
+every window's rate. A server's throughput divided by this is how much of its
+framework's speed it delivers.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
@@ -25,7 +24,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from common.paths import ArtifactPaths, default_artifacts_root  # noqa: E402
+from common.cpus import available_cpus  # noqa: E402
+from common.errors import OneLineArgumentParser  # noqa: E402
+from common.paths import ArtifactPaths, default_artifacts_root, default_model  # noqa: E402
 
 
 def _tf_caller(paths: ArtifactPaths, model: str, threads: int) -> Callable[[np.ndarray], object]:
@@ -81,17 +82,14 @@ def measure(call: Callable[[np.ndarray], object], images: np.ndarray, seconds: f
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loadtests.ceiling", description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(prog="python -m loadtests.ceiling", description=__doc__.splitlines()[0])
     parser.add_argument("--framework", choices=("tf", "torch"), required=True)
-    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--model", default=default_model())
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--cpus", default="", help="comma-separated CPU ids (default: all this process may use)")
     parser.add_argument("--artifacts", type=Path, default=None)
     args = parser.parse_args(argv)
-    if args.cpus:
-        os.sched_setaffinity(0, [int(cpu) for cpu in args.cpus.split(",")])
-    cpus = sorted(os.sched_getaffinity(0))
+    cpus = available_cpus()
     paths = ArtifactPaths(args.artifacts or default_artifacts_root())
     from training.checkpoint import load_checkpoint
 

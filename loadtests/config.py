@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from common.errors import UsageError
-from common.paths import ArtifactPaths, default_artifacts_root
+from common.paths import ArtifactPaths, default_artifacts_root, default_model
 from loadtests.payloads import TARGETS
 
 
@@ -31,7 +30,7 @@ class RunConfig:
     duration_s: float = 35.0
     warmup_s: float = 5.0
     batch_size: int = 1
-    model: str = field(default_factory=lambda: os.environ.get("MODEL", os.environ.get("PROFILE", "tiny")))
+    model: str = field(default_factory=default_model)
     host: str = "127.0.0.1"
     artifacts: Path = field(default_factory=default_artifacts_root)
     run_id: str = ""
@@ -93,9 +92,7 @@ class SweepConfig:
     slo_ms: float = 100.0
     load_fractions: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.85, 1.0, 1.2)
     batch_sizes: tuple[int, ...] = (1, 8, 32)
-    knob_grid: bool = True
-    step_duration_s: float = 12.0
-    step_warmup_s: float = 3.0
+    knob_grid: bool = True  # each step runs for run.duration_s, the first run.warmup_s not counted
 
     def __post_init__(self) -> None:
         if self.slo_ms <= 0:
@@ -104,6 +101,3 @@ class SweepConfig:
             raise UsageError("load fractions must be positive")
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise UsageError("batch sizes must be at least 1")
-        if self.step_duration_s <= self.step_warmup_s:
-            raise UsageError(f"step duration ({self.step_duration_s:g} s) must be longer than its warm-up "
-                             f"({self.step_warmup_s:g} s)")

@@ -34,7 +34,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from loadtests import payloads as payload_file
 
 # gRPC calls block in native threads from gevent's pool, not through grpc's gevent integration: with it,
-# calls from one process were serialised (8 users: p50 35 ms, 193 req/s; two processes of 4: 18 ms, 418 req/s).
+# the calls of one locust process were serialised (seen during development; two processes did not share that limit).
 GRPC_THREADS = 256
 
 GRPC_METHODS = {"tf-grpc": "/tensorflow.serving.PredictionService/Predict",
@@ -52,6 +52,11 @@ def _options(parser) -> None:
     group.add_argument("--loadtest-warmup", env_var="LOADTEST_WARMUP", type=float, default=5.0)
     group.add_argument("--loadtest-rate", env_var="LOADTEST_RATE", type=float, default=0.0,
                        help="open loop: arrivals per second for all users together; 0 = closed loop")
+    group.add_argument("--loadtest-users", env_var="LOADTEST_USERS", type=int, default=0,
+                       help="open loop: users of all processes together (-u); 0 = this process's own users, "
+                            "right only without workers")
+    group.add_argument("--loadtest-processes", env_var="LOADTEST_PROCESSES", type=int, default=1,
+                       help="open loop: locust processes sending load (the workers, or 1), to interleave their users")
     group.add_argument("--loadtest-check-every", env_var="LOADTEST_CHECK_EVERY", type=int, default=10)
     group.add_argument("--loadtest-max-inflight", env_var="LOADTEST_MAX_INFLIGHT", type=int, default=64,
                        help="open loop: requests one user may have outstanding before arrivals are dropped")
@@ -68,6 +73,7 @@ class Recorder:
         self.latencies_ms: list[float] = []
         self.lags_ms: list[float] = []
         self.failures: Counter[str] = Counter()
+        self.dropped = 0  # open-loop arrivals never sent: not requests, so not failures either
         self.checked = 0
         self.started = self.stopped = time.monotonic()
 
@@ -85,6 +91,10 @@ class Recorder:
         if counted and self.recording:
             self.failures[kind] += 1
 
+    def drop(self) -> None:
+        if self.recording:
+            self.dropped += 1
+
     def stop(self) -> None:
         if self.recording:
             self.recording, self.stopped = False, time.monotonic()
@@ -92,7 +102,7 @@ class Recorder:
     def as_message(self) -> dict:
         """What this process saw; window_s is how long it really recorded (throughput divides by it)."""
         return {"latencies_ms": self.latencies_ms, "lags_ms": self.lags_ms, "failures": dict(self.failures),
-                "checked": self.checked, "window_s": self.stopped - self.started}
+                "dropped": self.dropped, "checked": self.checked, "window_s": self.stopped - self.started}
 
 
 RECORD = Recorder()
@@ -136,12 +146,13 @@ def _on_quitting(environment, **_kwargs) -> None:
     records = _collected if isinstance(environment.runner, MasterRunner) else [RECORD.as_message()]
     path = environment.parsed_options.loadtest_record
     if path:
-        merged = {"latencies_ms": [], "lags_ms": [], "failures": Counter(), "checked": 0, "processes": len(records),
-                  "window_s": max((record["window_s"] for record in records), default=0.0)}
+        merged = {"latencies_ms": [], "lags_ms": [], "failures": Counter(), "dropped": 0, "checked": 0,
+                  "processes": len(records), "window_s": max((record["window_s"] for record in records), default=0.0)}
         for record in records:
             merged["latencies_ms"] += record["latencies_ms"]
             merged["lags_ms"] += record["lags_ms"]
             merged["failures"].update(record["failures"])
+            merged["dropped"] += record["dropped"]
             merged["checked"] += record["checked"]
         with open(path, "w", encoding="utf-8") as handle:
             json.dump(merged, handle)
@@ -167,11 +178,23 @@ class _LoadUser(User):
         self.check_every = options.loadtest_check_every  # 0: never (calibration against a trivial endpoint)
         self.sent = 0
         self.inflight = 0
-        users = max(1, self.environment.runner.target_user_count or 1)
-        # Open loop: each user owns an equal share of the arrival rate, its phase interleaved with the others'.
-        self.interval = users / options.loadtest_rate if options.loadtest_rate > 0 else 0.0
-        phase = (next(_user_numbers) % users) / users
-        self.next_arrival = time.perf_counter() + self.interval * phase
+        self.interval, self.next_arrival = self._arrivals(options)
+
+    def _arrivals(self, options) -> tuple[float, float]:
+        """Open loop: (seconds between this user's arrivals, its first); (0, now) for closed loop.
+
+        Every user of every process owns an equal share of the total rate. A worker's own
+        target_user_count is only its share of the users, hence the total from --loadtest-users.
+        Locust hands users to workers in turn, so user j of worker w is user j * processes + w
+        overall; its phase interleaves it with all the others.
+        """
+        runner = self.environment.runner
+        if options.loadtest_rate <= 0:
+            return 0.0, time.perf_counter()
+        users = max(1, options.loadtest_users or runner.target_user_count or 1)
+        interval = users / options.loadtest_rate
+        slot = next(_user_numbers) * max(1, options.loadtest_processes) + max(0, getattr(runner, "worker_index", 0))
+        return interval, time.perf_counter() + interval * (slot % users) / users
 
     @task
     def send(self) -> None:
@@ -184,7 +207,7 @@ class _LoadUser(User):
             gevent.sleep(self.next_arrival - now)
         scheduled, self.next_arrival = self.next_arrival, self.next_arrival + self.interval
         if self.inflight >= self.environment.parsed_options.loadtest_max_inflight:
-            RECORD.failure("dropped")  # the generator could not offer this arrival: the run says so
+            RECORD.drop()  # the generator could not offer this arrival: the run says so
             return
         gevent.spawn(self.request, self.sent, scheduled)
         self.sent += 1
@@ -274,15 +297,14 @@ class GrpcUser(_LoadUser):
 
     def call(self, index: int, started: float, counted: bool) -> None:
         body = self.payloads.body(self.target, index)
-        answer, problem = b"", None
         try:
-            answer = gevent.get_hub().threadpool.apply(
+            answer, problem = gevent.get_hub().threadpool.apply(
                 self.method, (body,), {"timeout": self.environment.parsed_options.loadtest_timeout,
-                                       "metadata": self.metadata})
-            problem = self.check(index, answer, counted)
+                                       "metadata": self.metadata}), None
         except grpc.RpcError as error:
-            problem = f"{error.code().name}: {(error.details() or '')[:200]}"
-        latency_ms = (time.perf_counter() - started) * 1000.0
+            answer, problem = b"", f"{error.code().name}: {(error.details() or '')[:200]}"
+        latency_ms = (time.perf_counter() - started) * 1000.0  # the call only, as for REST: checking comes after
+        problem = problem or self.check(index, answer, counted)
         if problem:
             RECORD.failure(problem.split(":")[0], counted)
         else:

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from common.tensors import decode_float_tensor
+
 TARGETS = ("tf-rest", "tf-grpc", "torch-rest", "torch-grpc")
 # The wire bytes each target sends: both REST targets send the same body.
 BODY_KIND = {"tf-rest": "rest", "torch-rest": "rest", "tf-grpc": "tf_grpc", "torch-grpc": "torch_grpc"}
@@ -124,24 +126,13 @@ class Payloads:
         """The argmax per image in a server's answer (raises ValueError if it has no predictions)."""
         if target == "tf-grpc":
             response = self._classes[self.meta["tf_response"]].FromString(answer)
-            return _tensor_argmax(response.outputs[self.meta["tf_output"]])
+            return decode_float_tensor(response.outputs[self.meta["tf_output"]]).argmax(-1)
         if target == "torch-grpc":
             answer = self._classes[self.meta["torch_response"]].FromString(answer).prediction
         decoded = json.loads(answer)
         if not isinstance(decoded, dict) or "predictions" not in decoded:
             raise ValueError(f"no predictions in the answer: {str(decoded)[:200]}")
         return np.asarray(decoded["predictions"], dtype=np.float32).argmax(-1)
-
-
-def _tensor_argmax(tensor: Any) -> np.ndarray:
-    shape = tuple(dim.size for dim in tensor.tensor_shape.dim)
-    if tensor.tensor_content:
-        values = np.frombuffer(tensor.tensor_content, dtype="<f4")
-    else:
-        values = np.asarray(tensor.float_val, dtype=np.float32)
-    if values.size == 1 and int(np.prod(shape)) > 1:  # TF's shorthand: one value repeated to fill the shape
-        values = np.full(int(np.prod(shape)), values[0], dtype=np.float32)
-    return values.reshape(shape).argmax(-1)
 
 
 def load(path: Path | str) -> Payloads:

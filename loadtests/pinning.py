@@ -2,8 +2,8 @@
 
 The servers are pinned when they start (SERVER_CPUSET, common/cpus.py): pinning
 a running TorchServe afterwards leaves its worker's thread pool sized for
-every core, and on fewer cores its threads spin against each other (measured
-here: 13 req/s pinned afterwards against 118 req/s unpinned). So a run only
+every core, and on fewer cores its threads spin against each other (an earlier
+version that pinned afterwards made TorchServe far slower). So a run only
 reads the servers' CPU set from their deploy records, checks both servers
 share it, and gives the generator the CPUs they do not use.
 """

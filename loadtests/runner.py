@@ -24,7 +24,7 @@ import psutil
 from common.cpus import pin_self
 from common.environment import host_record, package_versions
 from common.paths import REPO_ROOT
-from common.procs import free_port
+from common.procs import free_port, log_tail, start_group, stop_group
 from loadtests import pinning, summary
 from loadtests.config import RunConfig
 from loadtests.targets import Target
@@ -39,6 +39,8 @@ LOCUST_START_TIMEOUT_S = 120.0
 
 @dataclass
 class LocustProcesses:
+    """Locust's processes, each the leader of its own process group (common.procs.start_group)."""
+
     processes: list[subprocess.Popen]
 
     def alive(self) -> bool:
@@ -56,22 +58,17 @@ class LocustProcesses:
         return seconds
 
     def stop(self) -> None:
+        """The master first: on SIGTERM it tells its workers to stop, collects their records and writes its own."""
         for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_group(process.pid, timeout=15)
 
 
 def loadtest_options(cfg: RunConfig, target: Target, payload_file: Path, record: Path) -> list[str]:
     """The locustfile's own options; master and workers both need them (workers pick their user class)."""
     options = ["--loadtest-target", target.name, "--loadtest-payloads", str(payload_file),
                "--loadtest-model", cfg.model, "--loadtest-warmup", f"{cfg.warmup_s:g}",
-               "--loadtest-rate", f"{cfg.rate or 0:g}", "--loadtest-check-every", str(cfg.check_every),
+               "--loadtest-rate", f"{cfg.rate or 0:g}", "--loadtest-users", str(cfg.users),
+               "--loadtest-processes", str(max(1, cfg.workers)), "--loadtest-check-every", str(cfg.check_every),
                "--loadtest-timeout", f"{cfg.timeout_s:g}", "--loadtest-max-inflight", str(cfg.max_inflight),
                "--loadtest-record", str(record)]
     return options + (["--loadtest-token", target.token] if target.token else [])
@@ -90,10 +87,7 @@ def start_locust(cfg: RunConfig, target: Target, options: list[str], prefix: Pat
         master += ["--master", "--expect-workers", str(cfg.workers), "--master-bind-host", "127.0.0.1",
                    "--master-bind-port", port]
         commands += [[*locust, "--worker", "--master-host", "127.0.0.1", "--master-port", port, *options]] * cfg.workers
-    with open(log, "ab") as handle:  # the children keep their own copy of the descriptor
-        return LocustProcesses([subprocess.Popen(command, cwd=REPO_ROOT, stdout=handle, stderr=subprocess.STDOUT,
-                                                 stdin=subprocess.DEVNULL, preexec_fn=lambda: pin_self(cpus))
-                                for command in commands])
+    return LocustProcesses([start_group(command, log, cwd=REPO_ROOT, cpus=cpus) for command in commands])
 
 
 def _latest_history(prefix: Path, name: str) -> dict | None:
@@ -147,8 +141,8 @@ def drive(cfg: RunConfig, target: Target, payload_file: Path, plan: pinning.CpuP
     finally:
         locust.stop()
     if not record_file.exists():
-        log_tail = (cfg.run_dir / f"{target.name}.locust.log").read_text(errors="replace")[-1500:]
-        raise RuntimeError(f"{target.name}: locust wrote no record; its log ends with:\n{log_tail}")
+        raise RuntimeError(f"{target.name}: locust wrote no record; its log ends with:\n"
+                           f"{log_tail(cfg.run_dir / f'{target.name}.locust.log', 25)}")
     raw = json.loads(record_file.read_text(encoding="utf-8"))
     raw["cpu_percent"] = _busiest_cpu_percent(cpu_at_warm, wall_at_warm, cpu_at_end, wall_at_end)
     raw["stop"] = stop
@@ -176,7 +170,7 @@ def _progress(name: str, elapsed: float, cfg: RunConfig, row: dict | None) -> No
 
 
 def validity(cfg: RunConfig, raw: dict, requests: int) -> list[str]:
-    """Why a target's figures cannot be trusted; empty when they can."""
+    """Why a target's figures cannot be trusted, each reason once; empty when they can."""
     reasons = []
     cpu = raw.get("cpu_percent")
     if cpu is not None and cpu >= SATURATED_CPU_PERCENT:
@@ -186,7 +180,7 @@ def validity(cfg: RunConfig, raw: dict, requests: int) -> list[str]:
     if cfg.rate and lags and float(np.percentile(lags, 99)) > MAX_SEND_LAG_MS:
         reasons.append(f"open loop fell behind: p99 send lag {np.percentile(lags, 99):.1f} ms "
                        f"(limit {MAX_SEND_LAG_MS:g} ms)")
-    dropped = raw["failures"].get("dropped", 0)
+    dropped = raw["dropped"]
     if dropped:
         reasons.append(f"{dropped} arrivals dropped: more than {cfg.max_inflight} outstanding per user")
     failures = sum(raw["failures"].values())
@@ -200,17 +194,20 @@ def validity(cfg: RunConfig, raw: dict, requests: int) -> list[str]:
 
 
 def target_result(cfg: RunConfig, target: Target, raw: dict, ceiling: dict | None) -> dict:
+    """One target's entry in summary.json. Requests are the ones sent: dropped arrivals are counted apart."""
     latencies = raw["latencies_ms"]
     failures = sum(raw["failures"].values())
     requests = len(latencies) + failures
-    # The window locust really recorded (it can end a little before the nominal one).
-    throughput = len(latencies) / (raw.get("window_s") or cfg.window_s)
+    # The window locust really recorded (it can end a little before the planned one); 0 if it never started.
+    window_s = raw["window_s"]
+    throughput = len(latencies) / window_s if window_s > 0 else 0.0
     lags = raw.get("lags_ms") or []
     reasons = validity(cfg, raw, requests)
     return {
         "target": target.name, "framework": target.framework, "transport": target.transport,
         "server": target.server, "requests": requests, "failures": failures,
-        "failures_by_kind": dict(sorted(raw["failures"].items())), "checked_responses": raw["checked"],
+        "failures_by_kind": dict(sorted(raw["failures"].items())), "dropped": raw["dropped"],
+        "checked_responses": raw["checked"], "measured_window_s": window_s,
         "throughput_rps": throughput, "images_per_s": throughput * cfg.batch_size,
         "offered": {"mode": cfg.mode, "users": cfg.users, "rate_rps": cfg.rate},
         "latency_ms": summary.percentiles(latencies),
@@ -229,9 +226,8 @@ def measure_ceiling(cfg: RunConfig, framework_side: str, cpus: list[int] | None,
     """The in-process ceiling in a fresh process on the servers' CPU set (the framework's own speed)."""
     command = [sys.executable, "-m", "loadtests.ceiling", "--framework", framework_side, "--model", cfg.model,
                "--batch-size", str(cfg.batch_size), "--seconds", f"{seconds:g}", "--artifacts", str(cfg.artifacts)]
-    if cpus:
-        command += ["--cpus", ",".join(map(str, cpus))]
-    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+                          preexec_fn=lambda: pin_self(cpus))
     if done.returncode != 0:
         raise RuntimeError(f"in-process ceiling ({framework_side}) failed:\n{done.stderr[-1500:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -267,7 +263,7 @@ def run(cfg: RunConfig, targets: list[Target], payload_file: Path) -> dict:
         "kind": "loadtest", "schema_version": 1, "run_id": cfg.run_id, "created": created, "mode": cfg.mode,
         "model": {"name": cfg.model, "profile": meta["profile"], "batch_size": cfg.batch_size,
                   "multiply_accumulates": meta.get("multiply_accumulates")},
-        "window": {"warmup_s": cfg.warmup_s, "duration_s": cfg.window_s,
+        "window": {"warmup_s": cfg.warmup_s, "duration_s": cfg.window_s,  # planned; measured: per target
                    "stop": "; ".join(f"{name}: {stop}" for name, stop in stops.items()) or "duration"},
         "load": {"users": cfg.users, "rate_rps": cfg.rate, "generator_processes": max(1, cfg.workers)},
         "environment": environment_record(plan, cfg),

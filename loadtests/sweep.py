@@ -22,6 +22,7 @@ import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 
+from common.errors import UsageError
 from common.procs import free_port, stop_group
 from loadtests import calibrate, pinning, runner, summary
 from loadtests.config import SweepConfig
@@ -67,27 +68,52 @@ def redeploy(side: str, knobs: dict, base: DeployConfig, directory: Path) -> Non
     """Restart one server with these knobs, unless it already runs with them (deploy's own checks and records)."""
     from serving.deploy import deploy_tf, deploy_torch, read_record, undeploy_one
 
-    if read_record(base, side) and current_knobs(side, base) == knobs:
+    if read_record(base, side) and runs_with(current_knobs(side, base), knobs):
         return
     undeploy_one(base, side)
     (deploy_tf if side == "tf" else deploy_torch)(_deploy_config_for(side, knobs, base, directory))
 
 
+def runs_with(current: dict, wanted: dict) -> bool:
+    """Whether a server with `current` knobs already has every knob `wanted` names (a grid entry, or all found)."""
+    return all(key in current and current[key] == value for key, value in wanted.items())
+
+
 def current_knobs(side: str, base: DeployConfig) -> dict:
-    """The knobs of the running server, in the grid's terms (TF: plus the batching file it was given)."""
+    """The knobs of the running server, in the grid's terms.
+
+    TF: the deploy record names only the batching file, so its max_batch_size and batch_timeout_micros
+    are read from that file (left out when it cannot be read: no grid entry then matches); "file" is
+    kept so that restoring the deployment found at the start gives the server that very file again.
+    """
     from serving.deploy import read_record
 
     knobs = dict((read_record(base, side) or {}).get("knobs", {}))
-    if side == "tf":
-        return {"enable_batching": bool(knobs.get("enable_batching")), "file": knobs.get("batching_parameters_file")}
-    return {key: knobs[key] for key in ("workers", "batch_size", "max_batch_delay_ms") if key in knobs}
+    if side == "torch":
+        return {key: knobs[key] for key in ("workers", "batch_size", "max_batch_delay_ms") if key in knobs}
+    batching_file = knobs.get("batching_parameters_file")
+    found = {"enable_batching": bool(knobs.get("enable_batching")), "file": batching_file}
+    if found["enable_batching"] and batching_file:
+        found.update(_batching_knobs(Path(batching_file)))
+    return found
+
+
+def _batching_knobs(batching_file: Path) -> dict:
+    """max_batch_size and batch_timeout_micros of a BatchingParameters file; {} when it cannot be read."""
+    from serving.tf.dropin.config import parse_batching_parameters
+
+    try:
+        params = parse_batching_parameters(batching_file)
+    except UsageError:  # unreadable, or fields only the official binary knows
+        return {}
+    return {"max_batch_size": params.max_batch_size, "batch_timeout_micros": params.batch_timeout_micros}
 
 
 class Sweep:
     def __init__(self, cfg: SweepConfig) -> None:
         self.cfg = cfg
         self.base = cfg.run
-        self.deploy_cfg = DeployConfig(model=self.base.model)
+        self.deploy_cfg = DeployConfig(model=self.base.model, artifacts=self.base.artifacts)
         self.dir = self.base.run_dir
         self.payloads: dict[int, Path] = {}
 
@@ -103,12 +129,13 @@ class Sweep:
                                                 self.dir / f"payloads-b{batch_size}.npz")
         return self.payloads[batch_size]
 
-    def measure(self, target_name: str, label: str, batch_size: int = 1, rate: float | None = None,
-                ceiling: bool = False) -> dict:
-        """One run of one target (its own run directory and summary.json); the target's result."""
+    def measure(self, target_name: str, label: str, batch_size: int = 1, rate: float | None = None) -> dict:
+        """One run of one target (its own run directory and summary.json); the target's result.
+
+        No in-process ceiling per step: the sweep measures it once per framework.
+        """
         cfg = dataclasses.replace(self.base, targets=(target_name,), rate=rate, batch_size=batch_size,
-                                  duration_s=self.cfg.step_duration_s, warmup_s=self.cfg.step_warmup_s,
-                                  run_id=f"{self.base.run_id}/steps/{target_name}-{label}", ceiling=ceiling,
+                                  run_id=f"{self.base.run_id}/steps/{target_name}-{label}", ceiling=False,
                                   quiet=True)
         target = resolve_targets((target_name,), self.deploy_cfg, cfg.host)[0]
         document = runner.run(cfg, [target], self.payload(batch_size))
@@ -128,7 +155,6 @@ class Sweep:
                 # Only its address matters: drive() sends the REST or gRPC payloads the target name picks.
                 target = Target(name, "127.0.0.1", port, {"identity": "loadtests/calibrate.py trivial endpoint"})
                 cfg = dataclasses.replace(self.base, targets=(name,), rate=None, check_every=0, ceiling=False,
-                                          duration_s=self.cfg.step_duration_s, warmup_s=self.cfg.step_warmup_s,
                                           run_id=f"{self.base.run_id}/calibration", quiet=True)
                 raw = runner.drive(cfg, target, self.payload(1), plan)
                 figures[name] = {"rps": len(raw["latencies_ms"]) / (raw["window_s"] or cfg.window_s),
@@ -216,7 +242,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
     sweep.dir.mkdir(parents=True, exist_ok=True)
     created = datetime.now(UTC).isoformat(timespec="seconds")
     print(f"sweep {base.run_id}: SLO p99 <= {cfg.slo_ms:g} ms, {base.users} users, steps of "
-          f"{cfg.step_duration_s:g} s ({cfg.step_warmup_s:g} s warm-up)", flush=True)
+          f"{base.duration_s:g} s ({base.warmup_s:g} s warm-up)", flush=True)
     plan = pinning.plan_cpus([t.server["cpus"] for t in targets], base.pin)
     calibration = sweep.calibrate(plan)
     ceilings = {}

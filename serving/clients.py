@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from common.tensors import NotFloatTensor, decode_float_tensor
 from serving import rest_codec
 
 DEFAULT_PORTS = {"tf-rest": 8501, "tf-grpc": 8500, "torch-rest": 8080, "torch-grpc": 7070}
@@ -239,17 +240,10 @@ def encode_tensor(array: np.ndarray) -> Any:
 
 def decode_tensor(proto: Any) -> np.ndarray:
     """A float32 array from a DT_FLOAT TensorProto, packed (tensor_content) or repeated (float_val)."""
-    from tensorflow.core.framework import types_pb2
-
-    if proto.dtype != types_pb2.DT_FLOAT:
-        raise ClientError(f"expected a DT_FLOAT tensor, got {types_pb2.DataType.Name(proto.dtype)}")
-    shape = tuple(dim.size for dim in proto.tensor_shape.dim)
-    if proto.tensor_content:
-        return np.frombuffer(proto.tensor_content, dtype="<f4").astype(np.float32).reshape(shape)
-    values = np.asarray(proto.float_val, dtype=np.float32)
-    if values.size == 1:  # TF's shorthand: one value repeated to fill the shape
-        return np.full(shape, values[0], dtype=np.float32)
-    return values.reshape(shape)
+    try:
+        return decode_float_tensor(proto)
+    except NotFloatTensor as error:
+        raise ClientError(str(error)) from None
 
 
 class TorchGrpcClient(_GrpcClient):

@@ -4,9 +4,9 @@ The long runs are benchmarks (make loadtest, make sweep); these runs last a
 few seconds and assert behaviour, never speed.
 """
 
-import dataclasses
 import json
 import os
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ from common.procs import free_port
 from loadtests import payloads, summary
 from loadtests.config import RunConfig
 from loadtests.pinning import plan_cpus
-from loadtests.sweep import knee, slo_max
+from loadtests.sweep import knee, runs_with, slo_max
 from tests.conftest import run_module
 
 ALL = ("tf-rest", "tf-grpc", "torch-rest", "torch-grpc")
@@ -60,7 +60,8 @@ def test_a_short_real_run_loads_all_four_targets_without_failures(short_run):
 def test_a_run_records_the_environment_and_locust_csvs(short_run):
     _, document, run_dir = short_run
     environment = document["environment"]
-    assert environment["generator"]["tool"] == "locust" and environment["packages"]["locust"] == "2.47.0"
+    assert environment["generator"]["tool"] == "locust"
+    assert environment["packages"]["locust"] == metadata.version("locust")
     assert environment["host"]["logical_cpus"] == os.cpu_count()
     servers = default_server_cpus()
     assert environment["pinning"]["server_cpus"] == servers
@@ -123,6 +124,34 @@ def test_payloads_carry_identical_images_to_every_target_and_the_reference_label
     assert loaded.predicted_classes("tf-rest", answer).tolist() == [3, 1, 4, 1]
     with pytest.raises(ValueError):
         loaded.predicted_classes("torch-rest", b'{"error": "bad"}')
+    # a TF gRPC answer is decoded with the descriptors the file carries (no TensorFlow), packed or as float_val
+    response = loaded._classes["tensorflow.serving.PredictResponse"]()
+    tensor = response.outputs["probabilities"]
+    tensor.dtype = 1  # DT_FLOAT
+    tensor.tensor_shape.dim.add(size=4)
+    tensor.tensor_shape.dim.add(size=10)
+    tensor.tensor_content = np.eye(10, dtype="<f4")[[3, 1, 4, 1]].tobytes()
+    assert loaded.predicted_classes("tf-grpc", response.SerializeToString()).tolist() == [3, 1, 4, 1]
+    tensor.tensor_content = b""
+    tensor.float_val.extend(np.eye(10)[[2, 7, 1, 8]].ravel().tolist())
+    assert loaded.predicted_classes("tf-grpc", response.SerializeToString()).tolist() == [2, 7, 1, 8]
+    tensor.dtype = 3  # DT_INT32
+    with pytest.raises(ValueError, match="DT_INT32"):
+        loaded.predicted_classes("tf-grpc", response.SerializeToString())
+
+
+def test_an_open_loop_with_workers_offers_the_rate_once_not_once_per_worker(deployed):
+    """Two locust workers share --rate: arrivals in the window (sent or dropped) are about rate x window."""
+    env, _ = deployed
+    done = run_module("loadtests", "run", "--target", "tf-grpc", "--rate", "40", "--workers", "2", "--users", "4",
+                      "--duration", "6", "--warmup", "1.5", "--no-ceiling", env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    document = json.loads(_written(done.stdout, "summary").read_text(encoding="utf-8"))
+    result = document["targets"]["tf-grpc"]
+    assert document["load"] == {"users": 4, "rate_rps": 40.0, "generator_processes": 2}
+    arrivals = result["requests"] + result["dropped"]
+    # one worker alone would offer half, each offering the whole rate twice: 0.5 and 2.0
+    assert 0.75 < arrivals / (40.0 * result["measured_window_s"]) < 1.3, (arrivals, result["measured_window_s"])
 
 
 def test_a_quick_sweep_finds_an_slo_bounded_maximum(deployed):
@@ -136,7 +165,11 @@ def test_a_quick_sweep_finds_an_slo_bounded_maximum(deployed):
     offered = [step["offered_rps"] for step in result["steps"]]
     assert len(offered) == 4 and offered == sorted(offered)
     assert offered[-1] == pytest.approx(1.2 * result["saturation_rps"], rel=0.02)
-    assert result["slo_max_rps"] == slo_max(result["steps"], 1000.0) and result["slo_max_rps"] > 0
+    # The SLO-bounded maximum is a valid step's throughput with p99 within the SLO; no valid step beyond it is.
+    chosen = [s for s in result["steps"] if s["throughput_rps"] == result["slo_max_rps"]]
+    assert chosen and chosen[0]["valid"] and 0 < chosen[0]["latency_ms"]["p99"] <= 1000.0
+    faster = [s for s in result["steps"] if s["valid"] and s["throughput_rps"] > result["slo_max_rps"]]
+    assert all(s["latency_ms"]["p99"] > 1000.0 for s in faster)
     assert result["knee_rps"] in offered
     assert [row["batch_size"] for row in result["batch_sizes"]] == [1, 8]
     assert document["calibration"]["rest_rps"] > 0 and document["calibration"]["grpc_rps"] > 0
@@ -147,7 +180,7 @@ def test_a_quick_sweep_finds_an_slo_bounded_maximum(deployed):
     (("--target", "nope"), "invalid choice: 'nope'"),
     (("--users", "0"), "users must be at least 1"),
     (("--users", "-3"), "users must be at least 1"),
-    (("--duration", "3", "--warmup", "5"), "must be longer than the warm-up"),
+    (("--duration", "5", "--warmup", "5"), "must be longer than the warm-up"),  # a window of zero
     (("--rate", "-1"), "rate must be a positive number"),
 ])
 def test_bad_arguments_exit_2_with_one_line_and_send_nothing(args, message, tmp_path):
@@ -193,6 +226,43 @@ def test_slo_maximum_and_knee_follow_the_steps():
     assert knee(steps) == 90  # p50 within 2x of the first step's 5 ms up to 90 req/s offered
 
 
+def test_dropped_arrivals_are_one_reason_and_not_requests():
+    from loadtests.runner import target_result
+    from loadtests.targets import Target
+
+    cfg = RunConfig(run_id="x", rate=50.0, quiet=True)
+    raw = {"latencies_ms": [5.0] * 90, "lags_ms": [0.1] * 90, "failures": {"HTTP 503": 2}, "dropped": 8,
+           "checked": 9, "window_s": 3.0, "cpu_percent": 10.0, "stop": "duration"}
+    result = target_result(cfg, Target("tf-rest", "127.0.0.1", 1, {}), raw, None)
+    assert (result["requests"], result["failures"], result["dropped"]) == (92, 2, 8)
+    assert result["failures_by_kind"] == {"HTTP 503": 2}
+    assert result["measured_window_s"] == 3.0 and result["throughput_rps"] == pytest.approx(30.0)
+    assert result["invalid_reasons"] == ["8 arrivals dropped: more than 64 outstanding per user",
+                                         "2 failed requests: HTTP 503 2"]
+
+
+@pytest.mark.parametrize("knobs, matches", [
+    ({"enable_batching": False, "batching_parameters_file": None}, [True, False, False]),
+    ({"enable_batching": True, "batching_parameters_file": "grid-1"}, [False, True, False]),
+    ({"enable_batching": True, "batching_parameters_file": "grid-2"}, [False, False, True]),
+])
+def test_the_sweep_recognises_a_tf_server_already_running_a_grid_entry(knobs, matches, tmp_path):
+    """TF's deploy record names only a batching file: the sweep reads its knobs so it need not redeploy."""
+    from loadtests.sweep import TF_GRID, _batching_file, current_knobs
+    from serving.config import DeployConfig
+
+    if knobs["batching_parameters_file"]:
+        grid_entry = TF_GRID[int(knobs["batching_parameters_file"][-1])]
+        knobs = {**knobs, "batching_parameters_file": str(_batching_file(grid_entry, tmp_path))}
+    (tmp_path / "run").mkdir()
+    record = {"server": "tf", "mode": "dropin", "identity": "x", "pgid": os.getpgid(0), "model": "tiny",
+              "ports": {}, "knobs": knobs}
+    (tmp_path / "run" / "tf.json").write_text(json.dumps(record))
+    found = current_knobs("tf", DeployConfig(model="tiny", artifacts=tmp_path))
+    assert [runs_with(found, entry) for entry in TF_GRID] == matches
+    assert runs_with(found, found) and found["file"] == knobs["batching_parameters_file"]
+
+
 def test_cpu_plans_keep_generator_and_servers_apart():
     assert default_server_cpus([0, 1]) == [1] and default_server_cpus([0]) is None
     assert default_server_cpus(list(range(8))) == [2, 3, 4, 5, 6, 7]
@@ -201,16 +271,13 @@ def test_cpu_plans_keep_generator_and_servers_apart():
         parse_server_cpus("7", [0, 1])
     with pytest.raises(UsageError, match="CPU list"):
         parse_server_cpus("one", [0, 1])
+    with pytest.raises(UsageError, match="runs backwards"):  # not an empty set, which would turn pinning off
+        parse_server_cpus("1-0", [0, 1])
     plan = plan_cpus([[1], [1]], available=[0, 1])
     assert plan.applied and plan.generator_cpus == [0] and plan.server_cpus == [1]
     assert not plan_cpus([None, None], available=[0, 1]).applied
     assert not plan_cpus([[0, 1], [0, 1]], available=[0, 1]).applied  # nothing left for the generator
     assert "WARNING" in plan_cpus([[1], [2]], available=[0, 1, 2, 3]).note
-
-
-def test_run_config_rejects_a_window_of_zero():
-    with pytest.raises(UsageError):
-        dataclasses.replace(RunConfig(run_id="x"), duration_s=5, warmup_s=5)
 
 
 def test_the_in_process_ceiling_runs_the_served_model(artifacts):
@@ -219,20 +286,20 @@ def test_the_in_process_ceiling_runs_the_served_model(artifacts):
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["batch_size"] == 4 and result["calls"] > 0
-    assert result["images_per_s"] == pytest.approx(4 * result["calls_per_s"])
+    assert len(result["window_calls_per_s"]) == 3 and result["calls_per_s"] == max(result["window_calls_per_s"])
 
 
 @pytest.mark.parametrize("record, binary, official, version", [
     ({"server": "tf", "mode": "dropin", "identity": "tf-serving-dropin (...)"}, "tf-serving-dropin", False,
-     "on tensorflow 2.21.0"),
+     f"on tensorflow {metadata.version('tensorflow')}"),
     ({"server": "tf", "mode": "binary", "identity": "official tensorflow_model_server (2.20.0)"},
      "tensorflow_model_server", True, "official tensorflow_model_server (2.20.0)"),
     ({"server": "tf", "mode": "compose", "service": "tf-serving", "identity": "official TF Serving image"},
      "tensorflow/serving image", True, "image tensorflow/serving:2.20.0"),
     ({"server": "torch", "mode": "compose", "service": "torchserve", "identity": "official TorchServe image"},
      "torchserve", True, "image pytorch/torchserve:0.12.0-cpu"),
-    ({"server": "torch", "mode": "native", "identity": "TorchServe 0.12.0 (pip package)"}, "torchserve", True,
-     "0.12.0"),
+    ({"server": "torch", "mode": "native", "identity": "TorchServe (pip package)"}, "torchserve", True,
+     metadata.version("torchserve")),
 ])
 def test_results_name_the_server_that_produced_them(record, binary, official, version):
     from loadtests.targets import server_record
