@@ -15,7 +15,7 @@ from report.html import render_html
 from report.load import Results, load_results
 from report.markdown import figure_path, render_markdown
 from report.serving_report import runs_section, sweep_run_ids, sweep_section, verdict_section
-from report.training_report import by_profile, compare_trainers, training_section
+from report.training_report import by_profile, trainer_comparisons, training_section
 from report.verdict import choose_verdict
 
 TITLE = "TensorFlow Serving vs TorchServe: measured comparison"
@@ -40,25 +40,25 @@ def _sources_section(results: Results) -> Section:
     return section
 
 
-def _training_advice(results: Results) -> list[str]:
-    groups = by_profile(results.checkpoints)
-    return [f"Training: {line}" for line in (compare_trainers(p, runs) for p, runs in groups.items()) if line]
-
-
 def build_document(results: Results) -> Document:
     """The report for these results; raises UsageError when there is nothing to compare."""
     if not results.has_results:
         raise UsageError(NOTHING_TO_REPORT.format(where=results.root / "results")
                          + (f" ({len(results.unreadable)} results files unreadable: "
                             f"{results.unreadable[0][0]}: {results.unreadable[0][1]})" if results.unreadable else ""))
-    verdict = choose_verdict(results.sweeps, results.summaries, sweep_run_ids(results.sweeps))
+    in_sweeps = sweep_run_ids(results.sweeps)
+    verdict = choose_verdict(results.sweeps, results.summaries, in_sweeps)
+    groups = by_profile(results.checkpoints)
+    comparisons = trainer_comparisons(groups)
     intro = ["Every number below is read from the results files listed under Sources; nothing was measured or "
-             "typed in while building this report. Rows and points marked INVALID (saturated generator, failures, "
-             "a run marked invalid) are shown with their reasons and excluded from every winner.",
+             "typed in while building this report. Rows and points marked INVALID (saturated generator, failed "
+             "requests, a sweep target with no valid step) are shown with their reasons and excluded from every "
+             "winner; each target is judged by its own results, never by another target's.",
              f"Artifacts root: {results.root}."]
     sections = [verdict_section(results, verdict), edge_section(results.edge),
-                choose_section(results, verdict, _training_advice(results)), sweep_section(results, verdict),
-                runs_section(results), gpu_section(results.gpu), training_section(results.checkpoints),
+                choose_section(results, verdict, [f"Training: {line}" for line in comparisons]),
+                sweep_section(results, verdict), runs_section(results, in_sweeps), gpu_section(results.gpu),
+                training_section(results.checkpoints, groups, comparisons),
                 _sources_section(results)]
     return Document(TITLE, intro, sections)
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from report import fmt
 from report.doc import Bullets, Paragraph, Section
+from report.edge_report import flag_points, flag_text
 from report.load import Loaded, Results
-from report.verdict import FRAMEWORK_OF, TRANSPORT_OF, TargetRow, Verdict, highest_throughput, lowest_latency
+from report.verdict import TargetRow, Verdict, highest_throughput, lowest_latency
 
 GENERATOR_LIMIT_SHARE = 0.8  # a target above this share of the generator's own ceiling may be measuring it
-TF_SERVERS = {"tf-rest", "tf-grpc"}
 
 
 def _latency_advice(verdict: Verdict) -> str:
@@ -29,6 +27,9 @@ def _throughput_advice(verdict: Verdict) -> str:
         return "High throughput: no valid target has a throughput figure, so no winner."
     if basis == "slo":
         figure = f"{fmt.rps(best.slo_max_rps)} req/s within the p99 SLO of {verdict.slo_ms:g} ms"
+    elif verdict.mode == "sweep":
+        figure = (f"{fmt.rps(best.saturation_rps)} req/s closed-loop saturation (no valid target stayed within "
+                  f"the p99 SLO of {verdict.slo_ms:g} ms in the sweep)")
     else:
         figure = f"{fmt.rps(best.saturation_rps)} req/s ({verdict.load_label}; no SLO sweep yet)"
     return f"High throughput: choose {best.target} ({fmt.server(best.server)}): {figure}."
@@ -43,7 +44,7 @@ def _framework_advice(verdict: Verdict) -> str | None:
 
     best = {}
     for framework in ("tensorflow", "pytorch"):
-        rows = [r for r in verdict.rows if r.valid and FRAMEWORK_OF[r.target] == framework and figure(r)]
+        rows = [r for r in verdict.rows if r.valid and r.kind.framework == framework and figure(r)]
         best[framework] = max(rows, key=lambda r: (figure(r), r.target)) if rows else None
     tf_row, torch_row = best["tensorflow"], best["pytorch"]
     if tf_row is None or torch_row is None:
@@ -59,11 +60,12 @@ def _edge_advice(edge: Loaded | None) -> str:
     if edge is None:
         return "On the device: not measured yet (`make edge`)."
     rows = [r for r in edge.data["results"] if not r["flagged"]]
+    points = flag_points(edge.data)
     if not rows:
-        return "On the device: every format loses more than 1 point of accuracy; none is recommended."
+        return f"On the device: every quantized format {flag_text(points)}; none is recommended."
     smallest = min(rows, key=lambda r: (r["bytes"], r["format"]))
     fastest = min(rows, key=lambda r: (r["latency_p50_ms"], r["format"]))
-    return (f"On the device: {smallest['format']} is the smallest file within 1 point of accuracy "
+    return (f"On the device: {smallest['format']} is the smallest file within {fmt.points(points)} of accuracy "
             f"({fmt.integer(smallest['bytes'])} bytes, {smallest['accuracy_change_points']:+.2f} points, "
             f"p50 {smallest['latency_p50_ms']:.3f} ms); {fastest['format']} is the fastest "
             f"(p50 {fastest['latency_p50_ms']:.3f} ms, {fmt.integer(fastest['bytes'])} bytes).")
@@ -87,10 +89,11 @@ def _generator_caveats(verdict: Verdict) -> list[str]:
         return []
     lines = []
     for row in verdict.rows:
-        ceiling = calibration[f"{TRANSPORT_OF[row.target]}_rps"]
+        transport = row.kind.transport
+        ceiling = calibration[f"{transport}_rps"]
         if row.valid and row.saturation_rps and ceiling and row.saturation_rps >= GENERATOR_LIMIT_SHARE * ceiling:
             lines.append(f"{row.target}'s saturation throughput ({fmt.rps(row.saturation_rps)} req/s) is within "
-                         f"{1 - GENERATOR_LIMIT_SHARE:.0%} of the generator's own {TRANSPORT_OF[row.target]} "
+                         f"{1 - GENERATOR_LIMIT_SHARE:.0%} of the generator's own {transport} "
                          f"ceiling ({fmt.rps(ceiling)} req/s): the generator may be the limit.")
     return lines
 
@@ -110,16 +113,16 @@ def _edge_caveats(edge: Loaded | None) -> list[str]:
     host = fmt.hardware(edge.data.get("host") or {})
     lines = [f"Edge latency is single-image on the build host ({host}), not on a phone."]
     if flagged:
-        lines.append(f"Not recommended on the device: {', '.join(flagged)} (lose more than 1 point of accuracy).")
+        lines.append(f"Not recommended on the device: {', '.join(flagged)} (flagged: "
+                     f"{flag_text(flag_points(edge.data))}).")
     return lines
 
 
 def choose_section(results: Results, verdict: Verdict | None, training_lines: list[str]) -> Section:
     """The recommendations, each derived from a number in the tables, then the caveats."""
     section = Section("choose", "When to choose which")
-    sources: list[Any] = ([verdict.loaded.source.describe()] if verdict else []) + (
-        [results.edge.source.describe()] if results.edge else [])
-    section.sources = sources
+    section.sources = [loaded.source.describe()
+                       for loaded in (verdict.loaded if verdict else None, results.edge) if loaded]
     advice = ([_latency_advice(verdict), _throughput_advice(verdict)] if verdict else
               ["Serving: not measured yet (`make sweep` or `make loadtest`)."])
     framework = _framework_advice(verdict) if verdict else None

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-INVALID = "INVALID"
-
 
 @dataclass(frozen=True)
 class Paragraph:
@@ -30,10 +28,6 @@ class Table:
     caption: str
     columns: list[str]
     rows: list[Row]
-
-    def column(self, name: str) -> list[str]:
-        index = self.columns.index(name)
-        return [row.cells[index] for row in self.rows]
 
 
 @dataclass(frozen=True)

@@ -1,33 +1,58 @@
-"""The on-device section: every edge format's size, accuracy change and latency, from results/edge.json."""
+"""The on-device section: every edge format's size, accuracy change and latency, from results/edge.json.
+
+The table has one column per field of edge.evaluate.EdgeResult (the writer's row), in its order, so a
+field the writer adds shows up here too; the fields the report knows get a readable header and format.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
+from edge.evaluate import ACCURACY_FLAG_POINTS, EdgeResult
 from report import fmt, plots
 from report.doc import Figure, Paragraph, Row, Section, Table
 from report.load import Loaded
 
 NOT_MEASURED_EDGE = "not measured yet: run `make edge` (writes results/edge.json)"
-EDGE_COLUMNS = ["format", "runtime", "bytes", "x SavedModel", "accuracy", "change (points)", "top-1 agree",
-                "p50 ms", "p99 ms", "status"]
+Column = tuple[str, str, Callable[[Any], str]]  # (EdgeResult field, header, cell text)
 
 
-def edge_rows(edge: dict[str, Any]) -> list[dict[str, Any]]:
-    return edge["results"]
+def flag_points(edge: dict[str, Any]) -> float:
+    """Accuracy points a quantized format may lose before it is flagged: the file's own threshold.
+
+    Files written before edge.json recorded it fall back to the writer's constant.
+    """
+    return edge.get("accuracy_flag_points", ACCURACY_FLAG_POINTS)
+
+
+def flag_text(points: float) -> str:
+    return f"loses more than {fmt.points(points)} of accuracy"
+
+
+def _columns(points: float) -> list[Column]:
+    known: dict[str, tuple[str, Callable[[Any], str]]] = {
+        "bytes": ("bytes", fmt.integer),
+        "ratio_to_savedmodel": ("x SavedModel", lambda v: fmt.number(v, 3)),
+        "accuracy": ("accuracy", lambda v: fmt.percent(v, 2)),
+        "accuracy_change_points": ("change (points)", lambda v: f"{v:+.2f}"),
+        "top1_agreement": ("top-1 agree", lambda v: fmt.percent(v, 2)),
+        "latency_p50_ms": ("p50 ms", lambda v: fmt.number(v, 3)),
+        "latency_p99_ms": ("p99 ms", lambda v: fmt.number(v, 3)),
+        "flagged": ("status", lambda v: f"FLAGGED: {flag_text(points)}" if v else "ok"),
+    }
+    return [(f.name, *known.get(f.name, (f.name.replace("_", " "), fmt.value))) for f in fields(EdgeResult)]
 
 
 def edge_table(edge: dict[str, Any]) -> Table:
-    rows = [Row([r["format"], r["runtime"], fmt.integer(r["bytes"]), fmt.number(r["ratio_to_savedmodel"], 3),
-                 fmt.percent(r["accuracy"], 2), f"{r['accuracy_change_points']:+.2f}",
-                 fmt.percent(r["top1_agreement"], 2), fmt.number(r["latency_p50_ms"], 3),
-                 fmt.number(r["latency_p99_ms"], 3), "FLAGGED: loses > 1 point" if r["flagged"] else "ok"],
-                invalid=r["flagged"]) for r in edge_rows(edge)]
+    columns = _columns(flag_points(edge))
+    rows = [Row([text(r[name]) for name, _, text in columns], invalid=r["flagged"]) for r in edge["results"]]
     caption = (f"Edge formats of model {edge.get('model', '?')}; bytes ratio to the SavedModel "
                f"({fmt.integer(edge.get('savedmodel_bytes'))} bytes, {edge.get('savedmodel', '?')}); accuracy "
                f"change against the float32 model ({fmt.percent(edge.get('float32_accuracy'), 2)}); "
                f"latency: {edge.get('latency', 'not described')}.")
-    return Table("edge", caption, EDGE_COLUMNS, rows)
+    return Table("edge", caption, [header for _, header, _ in columns], rows)
 
 
 def edge_provenance(loaded: Loaded) -> list[str]:
@@ -38,7 +63,8 @@ def edge_provenance(loaded: Loaded) -> list[str]:
     return [f"source: {loaded.source.describe()}",
             f"hardware: {fmt.hardware(edge.get('host') or {})} (the build host, not a phone)",
             f"packages: {fmt.packages(edge.get('packages') or {})}",
-            f"runtime installed sizes: {installed or 'not recorded'}"]
+            f"runtime installed sizes: {installed or 'not recorded'}",
+            f"flagged: a quantized format that {flag_text(flag_points(edge))}"]
 
 
 def edge_section(edge: Loaded | None) -> Section:
@@ -49,5 +75,6 @@ def edge_section(edge: Loaded | None) -> Section:
     section.provenance = edge_provenance(edge)
     footer = [f"{edge.source.describe()}; model {edge.data.get('model', '?')}",
               f"{fmt.hardware(edge.data.get('host') or {})}; {edge.data.get('latency', '')}"]
+    frontier = plots.edge_frontier(edge.data["results"], flag_text(flag_points(edge.data)), footer)
     return section.add(edge_table(edge.data), Figure("edge-frontier", "Edge frontier: bytes against accuracy",
-                                                     plots.edge_frontier(edge_rows(edge.data), footer), footer))
+                                                     frontier, footer))

@@ -28,6 +28,24 @@ def integer(value: int | None) -> str:
     return MISSING if value is None else f"{value:,}"
 
 
+def points(value: float) -> str:
+    """Accuracy points: '1 point', '2.5 points'."""
+    return f"{value:g} point{'' if value == 1 else 's'}"
+
+
+def value(item: Any) -> str:
+    """Any recorded scalar, for generic columns: floats below 1 to 3 significant digits, so they never read 0.00."""
+    if item is None:
+        return MISSING
+    if isinstance(item, bool):
+        return "yes" if item else "no"
+    if isinstance(item, int):
+        return integer(item)
+    if isinstance(item, float):
+        return number(item, 2) if abs(item) >= 1 else f"{item:.3g}"
+    return str(item)
+
+
 def status(valid: bool, reasons: list[str]) -> str:
     if valid:
         return "valid"

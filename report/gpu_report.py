@@ -1,47 +1,46 @@
-"""The GPU section: results/gpu-bench.json shown as a table of whatever rows it holds.
+"""The GPU section: results/gpu-bench.json (serving/gpu_bench.py) as provenance, a table and top-1 agreement.
 
-Its writer (serving/gpu_bench.py) is young, so the rows are read generically:
-the usual columns first (framework, dtype, batch, images/s), any others after.
+The table has one column per field of serving.gpu_bench.Row, the writer's row, so a field it adds shows up.
 """
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
+from report import fmt
 from report.doc import Paragraph, Row, Section, Table
 from report.load import Loaded
+from serving.gpu_bench import Row as GpuRow
 
 NOT_MEASURED_GPU = "not measured yet: no results/gpu-bench.json (run `make gpu-bench` on a machine with a GPU)"
-PREFERRED = ("framework", "runtime", "device", "dtype", "batch", "batch_size", "images_per_s", "latency_ms")
-ROW_KEYS = ("results", "rows", "runs", "measurements")
+COLUMNS = [f.name for f in fields(GpuRow)]
 
 
-def _rows(data: Any) -> list[dict[str, Any]]:
-    if isinstance(data, list):
-        candidates = data
-    else:
-        candidates = next((data[k] for k in ROW_KEYS if isinstance(data.get(k), list)), [])
-    return [row for row in candidates if isinstance(row, dict)]
+def _describe(record: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={fmt.value(record[key])}" for key in sorted(record)) or "not recorded"
 
 
-def _cell(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        return "—" if value is None else str(value).lower()
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:,.2f}"
-    return str(value)
+def gpu_provenance(gpu: Loaded) -> list[str]:
+    """The GPU, the host around it, the package versions, the model and how it was timed."""
+    data = gpu.data
+    shape = "x".join(map(str, data.get("input_shape") or [])) or "?"
+    briefly = ", trained briefly" if data.get("trained_briefly") else ""
+    return [f"source: {gpu.source.describe()}",
+            f"GPU: {_describe(data.get('gpu') or {})}",
+            f"hardware: {fmt.hardware(data.get('host') or {})}",
+            f"packages: {fmt.packages(data.get('versions') or {})}",
+            f"frameworks on the GPU: {', '.join(data.get('frameworks') or []) or 'not recorded'}",
+            f"model: {data.get('model', '?')} (profile {data.get('profile', '?')}, input {shape}, "
+            f"{fmt.integer(data.get('multiply_accumulates'))} multiply-accumulates{briefly})",
+            f"method: {_describe(data.get('method') or {})}"]
 
 
-def _describe(value: Any) -> str:
-    if isinstance(value, dict):
-        return ", ".join(f"{key}={_cell(value[key])}" for key in sorted(value)) or "none"
-    return _cell(value)
-
-
-def _scalar(value: Any) -> bool:
-    return value is None or isinstance(value, str | int | float | bool)
+def agreement_table(agreement: dict[str, dict[str, float]]) -> Table:
+    rows = [Row([framework, dtype, fmt.percent(fraction, 2)])
+            for framework, by_dtype in agreement.items() for dtype, fraction in by_dtype.items()]
+    return Table("gpu-agreement", "Top-1 agreement of each dtype with the same framework's float32 predictions.",
+                 ["framework", "dtype", "top-1 agreement with float32"], rows)
 
 
 def gpu_section(gpu: Loaded | None) -> Section:
@@ -49,16 +48,14 @@ def gpu_section(gpu: Loaded | None) -> Section:
     if gpu is None:
         return section.add(Paragraph(NOT_MEASURED_GPU, "note"))
     section.sources.append(gpu.source.describe())
-    if isinstance(gpu.data, dict):
-        section.provenance = [f"{key}: {_describe(value)}" for key, value in sorted(gpu.data.items())
-                              if _scalar(value) or (isinstance(value, dict) and all(map(_scalar, value.values())))]
-        skipped = [s for s in gpu.data.get("skipped", []) if isinstance(s, dict)]
-        section.add(*(Paragraph("skipped: " + ", ".join(f"{k} {_cell(v)}" for k, v in sorted(s.items())), "note")
-                      for s in skipped))
-    rows = _rows(gpu.data)
+    section.provenance = gpu_provenance(gpu)
+    section.add(*(Paragraph(f"skipped {s.get('framework')} {s.get('dtype')}: {s.get('reason')}", "note")
+                  for s in gpu.data.get("skipped", [])))
+    rows = gpu.data["rows"]
     if not rows:
         return section.add(Paragraph(f"{gpu.source.path} holds no rows to show", "note"))
-    keys = {key for row in rows for key, value in row.items() if _scalar(value)}
-    columns = [k for k in PREFERRED if k in keys] + sorted(keys - set(PREFERRED))
-    table_rows = [Row([_cell(row.get(c)) for c in columns], invalid=row.get("valid") is False) for row in rows]
-    return section.add(Table("gpu", "GPU benchmark rows as recorded.", columns, table_rows))
+    section.add(Table("gpu", "In-process GPU throughput and latency per framework, dtype and batch size, "
+                      "host copies included.", COLUMNS,
+                      [Row([fmt.value(row[c]) for c in COLUMNS]) for row in rows]))
+    agreement = gpu.data.get("top1_agreement") or {}
+    return section.add(agreement_table(agreement)) if agreement else section

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from html import escape
 
-from report.doc import Block, Bullets, Document, Figure, Paragraph, Section, Table
+from report.doc import Bullets, Document, Figure, Paragraph, Section, Table
 
 STYLE = """
 body { font-family: -apple-system, "Segoe UI", "DejaVu Sans", sans-serif; margin: 2em auto; max-width: 1200px;
@@ -51,9 +51,7 @@ def _figure(block: Figure) -> str:
             f"<figcaption><strong>{escape(block.title)}.</strong><br>{provenance}</figcaption></figure>")
 
 
-def _block(block: Block) -> str:
-    renderers = {Paragraph: _paragraph, Bullets: _bullets, Table: _table, Figure: _figure}
-    return renderers[type(block)](block)
+RENDERERS = {Paragraph: _paragraph, Bullets: _bullets, Table: _table, Figure: _figure}
 
 
 def _section(section: Section) -> str:
@@ -64,7 +62,7 @@ def _section(section: Section) -> str:
     if section.provenance:
         parts.append('<details class="provenance" open><summary>Provenance</summary><ul>'
                      + "".join(f"<li>{escape(line)}</li>" for line in section.provenance) + "</ul></details>")
-    parts += [_block(block) for block in section.blocks]
+    parts += [RENDERERS[type(b)](b) for b in section.blocks]
     return "\n".join(parts) + "</section>"
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -18,13 +18,12 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
 from common.paths import REPO_ROOT, ArtifactPaths
+from edge.evaluate import EdgeResult
+from serving.gpu_bench import Row as GpuRow
 
 SCHEMA_DIR = REPO_ROOT / "loadtests" / "schemas"
 SUMMARY_SCHEMA_ID = "loadtests/summary.schema.json"
 SWEEP_SCHEMA_ID = "loadtests/sweep.schema.json"
-TARGETS = ("tf-rest", "tf-grpc", "torch-rest", "torch-grpc")
-EDGE_ROW_KEYS = ("format", "runtime", "bytes", "ratio_to_savedmodel", "accuracy", "accuracy_change_points",
-                 "top1_agreement", "latency_p50_ms", "latency_p99_ms", "flagged")
 
 
 @dataclass(frozen=True)
@@ -87,14 +86,40 @@ def schema_errors(data: Any, schema_id: str) -> list[str]:
     return [f"at {e.json_path}: {e.message}" for e in errors]
 
 
-def _edge_errors(data: Any) -> list[str]:
-    """edge.json has no schema file; check the fields the edge table reads."""
-    if not isinstance(data, dict) or not isinstance(data.get("results"), list):
-        return ["no 'results' list"]
-    for index, row in enumerate(data["results"]):
-        missing = [key for key in EDGE_ROW_KEYS if not isinstance(row, dict) or key not in row]
+def _row_errors(data: Any, key: str, row_type: type) -> list[str]:
+    """`data[key]` must list rows holding every field of the writer's row dataclass."""
+    if not isinstance(data, dict) or not isinstance(data.get(key), list):
+        return [f"no '{key}' list"]
+    names = [f.name for f in fields(row_type)]
+    for index, row in enumerate(data[key]):
+        missing = [name for name in names if not isinstance(row, dict) or name not in row]
         if missing:
-            return [f"results[{index}] lacks {', '.join(missing)}"]
+            return [f"{key}[{index}] lacks {', '.join(missing)}"]
+    return []
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _edge_errors(data: Any) -> list[str]:
+    """edge.json has no schema file: its rows are edge.evaluate.EdgeResult records."""
+    errors = _row_errors(data, "results", EdgeResult)
+    if not errors and not _number(data.get("accuracy_flag_points", 0.0)):
+        errors = [f"accuracy_flag_points is {data['accuracy_flag_points']!r}, not a number"]
+    return errors
+
+
+def _gpu_errors(data: Any) -> list[str]:
+    """gpu-bench.json has no schema file: its rows are serving.gpu_bench.Row records."""
+    errors = _row_errors(data, "rows", GpuRow)
+    if errors:
+        return errors
+    agreement, skipped = data.get("top1_agreement", {}), data.get("skipped", [])
+    if not isinstance(agreement, dict) or not all(isinstance(by_dtype, dict) for by_dtype in agreement.values()):
+        return ["top1_agreement is not a {framework: {dtype: fraction}} object"]
+    if not isinstance(skipped, list) or not all(isinstance(item, dict) for item in skipped):
+        return ["skipped is not a list of objects"]
     return []
 
 
@@ -157,7 +182,7 @@ def load_results(root: Path) -> Results:
         results.summaries = _load_all(list(results_dir.rglob("summary.json")), root, unreadable,
                                       lambda d: schema_errors(d, SUMMARY_SCHEMA_ID))
         results.edge = _optional(results_dir / "edge.json", root, unreadable, _edge_errors)
-        results.gpu = _optional(results_dir / "gpu-bench.json", root, unreadable, lambda d: [])
+        results.gpu = _optional(results_dir / "gpu-bench.json", root, unreadable, _gpu_errors)
     checkpoint_files = list((root / "checkpoints").glob("*/checkpoint.json"))
     results.checkpoints = _load_all(checkpoint_files, root, unreadable, _checkpoint_errors)
     results.manifest = _optional(paths.manifest, root, unreadable, lambda d: [])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from report.doc import Block, Bullets, Document, Figure, Paragraph, Section, Table
+from report.doc import Bullets, Document, Figure, Paragraph, Section, Table
 
 
 def figure_path(figure: Figure) -> str:
@@ -34,9 +34,7 @@ def _figure(block: Figure) -> str:
     return f"![{block.title}]({figure_path(block)})\n\n{provenance}"
 
 
-def _block(block: Block) -> str:
-    renderers = {Paragraph: _paragraph, Bullets: _bullets, Table: _table, Figure: _figure}
-    return renderers[type(block)](block)
+RENDERERS = {Paragraph: _paragraph, Bullets: _bullets, Table: _table, Figure: _figure}
 
 
 def _section(section: Section) -> str:
@@ -45,7 +43,7 @@ def _section(section: Section) -> str:
         parts.append("Source: " + "; ".join(section.sources))
     if section.provenance:
         parts.append("Provenance:\n\n" + "\n".join(f"- {line}" for line in section.provenance))
-    parts += [_block(block) for block in section.blocks]
+    parts += [RENDERERS[type(b)](b) for b in section.blocks]
     return "\n\n".join(parts)
 
 

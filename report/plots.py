@@ -110,8 +110,10 @@ def throughput_vs_batch(targets: dict[str, dict[str, Any]], footer: list[str]) -
     return _png(fig)
 
 
-def edge_frontier(rows: list[dict[str, Any]], footer: list[str]) -> bytes:
+def edge_frontier(rows: list[dict[str, Any]], flagged_means: str, footer: list[str]) -> bytes:
     """Bytes against accuracy; marker area grows with p50 latency; flagged formats edged in red.
+
+    `flagged_means` says what a flag stands for, from the file's own threshold ("loses more than 1 point ...").
 
     Formats often share a size and an accuracy, so each gets its own colour and a legend entry
     instead of a text label that would sit on top of its neighbour's.
@@ -131,7 +133,8 @@ def edge_frontier(rows: list[dict[str, Any]], footer: list[str]) -> bytes:
     ax.margins(x=0.1, y=0.15)
     ax.grid(True, which="both", alpha=0.3)
     legend = ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False, markerscale=0.5,
-                       title="thick red edge = FLAGGED (loses > 1 point)", title_fontsize=7)
+                       title=textwrap.fill(f"thick red edge = FLAGGED ({flagged_means})", 40),
+                       title_fontsize=7)
     for handle in legend.legend_handles:
         handle.set_sizes([40])
     return _png(fig)

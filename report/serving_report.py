@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from loadtests.payloads import TARGETS
 from report import fmt, plots
 from report.doc import Figure, Paragraph, Row, Section, Table
 from report.load import Loaded, Results
 from report.provenance import figure_footer, run_provenance
-from report.verdict import TARGETS, Verdict, target_validity
+from report.verdict import Verdict
 
 NOT_MEASURED_SERVING = ("not measured yet: run `make sweep` (SLO sweep, open loop) or `make loadtest` "
                         "(one closed-loop run) with both servers deployed")
 VERDICT_COLUMNS = ["target", "server", "SLO max req/s", "saturation req/s", "offered req/s", "p50 ms", "p99 ms",
-                   "failures", "x in-process ceiling", "status"]
+                   "failures", "% of in-process ceiling", "status"]
+CEILING_COLUMN = VERDICT_COLUMNS[-2]
 
 
 def sweep_run_ids(sweeps: list[Loaded]) -> set[str]:
@@ -40,7 +42,7 @@ def verdict_table(verdict: Verdict) -> Table:
         if verdict.slo_ms is not None else "SLO max needs a sweep (`make sweep`); "
     failures = "failures summed over all steps" if verdict.mode == "sweep" else "failures in the run"
     caption = (f"Verdict at {verdict.load_label}. {slo}saturation = closed-loop throughput; {failures}; "
-               f"ceiling = throughput as a fraction of the same model's in-process throughput "
+               f"{CEILING_COLUMN} = saturation throughput as a share of the same model's in-process throughput "
                f"({'; '.join(sorted({f'{r.target}: {r.ceiling_note}' for r in verdict.rows}))}).")
     return Table("verdict", caption, VERDICT_COLUMNS, rows)
 
@@ -50,8 +52,9 @@ def verdict_section(results: Results, verdict: Verdict | None) -> Section:
     if verdict is None:
         return section.add(Paragraph(NOT_MEASURED_SERVING, "note"))
     loaded = verdict.loaded
+    servers = servers_of(loaded)
     section.sources.append(loaded.source.describe())
-    section.provenance = run_provenance(loaded, servers_of(loaded))
+    section.provenance = run_provenance(loaded, servers)
     if verdict.mode != "sweep":
         section.add(Paragraph(f"No SLO sweep found: this verdict uses the newest {verdict.mode}-loop run, "
                               f"{loaded.source.run_id}; run `make sweep` for SLO-bounded throughput.", "note"))
@@ -59,36 +62,29 @@ def verdict_section(results: Results, verdict: Verdict | None) -> Section:
         older = ", ".join(s.source.run_id or s.source.path for s in results.sweeps[1:])
         section.add(Paragraph(f"Newest sweep used; older sweeps not in this table: {older}."))
     if not loaded.data["valid"]:
-        section.add(Paragraph("This whole " + ("sweep" if verdict.mode == "sweep" else "run") + " is INVALID: "
-                              + "; ".join(loaded.data["invalid_reasons"]), "invalid"))
+        kind, basis = ("sweep", "steps") if verdict.mode == "sweep" else ("run", "result")
+        section.add(Paragraph(f"The {kind} file marks itself invalid ({'; '.join(loaded.data['invalid_reasons'])}); "
+                              f"each target below is judged by its own {basis}, so valid targets still count."))
     section.add(Paragraph("Rows marked INVALID are shown with their numbers but never win below."),
                 verdict_table(verdict))
-    footer = figure_footer(loaded, servers_of(loaded))
+    footer = figure_footer(loaded, servers)
     section.add(Figure("p99-per-target", "p99 latency per target",
                        plots.p99_bars(verdict.rows, verdict.slo_ms, verdict.load_label, footer), footer))
     return section
 
 
-def _status(item: dict[str, Any], target_reasons: list[str]) -> tuple[str, bool]:
-    """A step, batch size or knob point is invalid on its own or because its whole target is."""
-    reasons = list(item.get("invalid_reasons", [])) + [f"target: {r}" for r in target_reasons]
-    valid = item["valid"] and not target_reasons
-    return fmt.status(valid, reasons), not valid
-
-
-def _rows(targets: dict[str, Any], invalid: dict[str, list[str]], key: str, sort_key: str | None,
-          cells) -> list[Row]:
+def _rows(targets: dict[str, Any], key: str, sort_key: str | None, cells) -> list[Row]:
+    """One row per step, batch size or knob point; each is valid or not on its own record."""
     rows = []
     for target, entry in targets.items():
         items = sorted(entry[key], key=lambda i: i[sort_key]) if sort_key else entry[key]
-        for item in items:
-            text, bad = _status(item, invalid.get(target, []))
-            rows.append(Row([target, *cells(entry, item), text, item["run_id"]], invalid=bad))
+        rows += [Row([target, *cells(entry, item), fmt.status(item["valid"], item.get("invalid_reasons", [])),
+                      item["run_id"]], invalid=not item["valid"]) for item in items]
     return rows
 
 
-def _steps_table(targets: dict[str, Any], invalid: dict[str, list[str]]) -> Table:
-    rows = _rows(targets, invalid, "steps", "offered_rps", lambda _, s: [
+def _steps_table(targets: dict[str, Any]) -> Table:
+    rows = _rows(targets, "steps", "offered_rps", lambda _, s: [
         fmt.rps(s["offered_rps"]), fmt.rps(s["throughput_rps"]), fmt.ms(s["latency_ms"]["p50"]),
         fmt.ms(s["latency_ms"]["p99"]), fmt.integer(s["failures"])])
     return Table("sweep-steps", "Every open-loop step with each target's best knobs.",
@@ -96,19 +92,19 @@ def _steps_table(targets: dict[str, Any], invalid: dict[str, list[str]]) -> Tabl
                  rows)
 
 
-def _batch_table(targets: dict[str, Any], invalid: dict[str, list[str]]) -> Table:
-    rows = _rows(targets, invalid, "batch_sizes", "batch_size", lambda _, r: [
+def _batch_table(targets: dict[str, Any]) -> Table:
+    rows = _rows(targets, "batch_sizes", "batch_size", lambda _, r: [
         fmt.integer(r["batch_size"]), fmt.rps(r["throughput_rps"]), fmt.number(r["images_per_s"])])
     return Table("batch-sizes", "Throughput against images per request.",
                  ["target", "batch size", "requests/s", "images/s", "status", "run id"], rows)
 
 
-def _knob_table(targets: dict[str, Any], invalid: dict[str, list[str]]) -> Table:
+def _knob_table(targets: dict[str, Any]) -> Table:
     def p99(point: dict[str, Any]) -> float | None:
         latency = point["latency_ms"]
         return latency.get("p99") if isinstance(latency, dict) else None
 
-    rows = _rows(targets, invalid, "knob_grid", None, lambda e, k: [
+    rows = _rows(targets, "knob_grid", None, lambda e, k: [
         fmt.knobs(k["knobs"]), fmt.rps(k["throughput_rps"]), fmt.ms(p99(k)),
         "best" if k["knobs"] == e["best_knobs"] else ""])
     return Table("knob-grid", "Server knobs tried per target (the best ones ran the steps above).",
@@ -131,14 +127,14 @@ def sweep_section(results: Results, verdict: Verdict | None) -> Section:
         f"REST {fmt.rps(calibration['rest_rps'])} req/s, gRPC {fmt.rps(calibration['grpc_rps'])} req/s. "
         f"A target near these figures measures the generator, not the server."))
     footer = figure_footer(loaded, servers)
-    invalid = {t: reasons for t, e in targets.items() for valid, reasons in [target_validity(sweep, e)] if not valid}
+    invalid, common = (verdict.invalid_targets, verdict.common_load) if verdict else (set(), None)
     section.add(
         Figure("latency-vs-load", "Latency percentiles against offered load", plots.latency_vs_load(
-            targets, set(invalid), sweep["slo_ms"], verdict.common_load if verdict else None, footer), footer),
-        _steps_table(targets, invalid),
+            targets, invalid, sweep["slo_ms"], common, footer), footer),
+        _steps_table(targets),
         Figure("throughput-vs-batch", "Throughput against batch size", plots.throughput_vs_batch(targets, footer),
                footer),
-        _batch_table(targets, invalid), _knob_table(targets, invalid))
+        _batch_table(targets), _knob_table(targets))
     return section
 
 
@@ -147,8 +143,6 @@ def _run_rows(loaded: Loaded) -> list[Row]:
     rows = []
     for target in (t for t in TARGETS if t in run["targets"]):
         result = run["targets"][target]
-        reasons = list(result["invalid_reasons"]) + [f"run: {r}" for r in run["invalid_reasons"]]
-        valid = result["valid"] and run["valid"]
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(result["failures_by_kind"].items()))
         generator = result["generator"]
         rows.append(Row([run["run_id"], run["created"], f"{run['mode']}, {run['load']['users']} users", target,
@@ -156,14 +150,14 @@ def _run_rows(loaded: Loaded) -> list[Row]:
                          fmt.ms(result["latency_ms"]["p50"]), fmt.ms(result["latency_ms"]["p99"]),
                          fmt.integer(result["failures"]) + (f" ({kinds})" if kinds else ""),
                          fmt.number(generator["cpu_percent"], 0) + ("% SATURATED" if generator["saturated"] else "%"),
-                         fmt.percent((result["ceiling"] or {}).get("fraction")), fmt.status(valid, reasons)],
-                        invalid=not valid))
+                         fmt.percent((result["ceiling"] or {}).get("fraction")),
+                         fmt.status(result["valid"], result["invalid_reasons"])], invalid=not result["valid"]))
     return rows
 
 
-def runs_section(results: Results) -> Section:
+def runs_section(results: Results, in_sweeps: set[str]) -> Section:
+    """The standalone runs: every summary.json whose run id is not one of the sweep's (`in_sweeps`)."""
     section = Section("runs", "Load-test runs")
-    in_sweeps = sweep_run_ids(results.sweeps)
     standalone = [s for s in results.summaries if s.data["run_id"] not in in_sweeps]
     if not standalone:
         return section.add(Paragraph("no standalone load-test run: run `make loadtest`"
@@ -177,4 +171,4 @@ def runs_section(results: Results) -> Section:
     rows = [row for loaded in standalone for row in _run_rows(loaded)]
     return section.add(Table("runs", "Every standalone run, newest first; invalid runs and targets are labelled.",
                              ["run id", "created", "load", "target", "server", "req/s", "p50 ms", "p99 ms",
-                              "failures", "generator CPU", "x ceiling", "status"], rows))
+                              "failures", "generator CPU", CEILING_COLUMN, "status"], rows))

@@ -81,23 +81,28 @@ def compare_trainers(profile: str, runs: list[TrainingRun]) -> str | None:
             f"{fmt.percent(tf_run.meta['test_accuracy'], 2)} (tf {delta:+.2f} points).")
 
 
-def training_section(checkpoints: list[Loaded]) -> Section:
+def trainer_comparisons(groups: dict[str, list[TrainingRun]]) -> list[str]:
+    """compare_trainers for every profile that has both trainers' checkpoints."""
+    return [line for line in (compare_trainers(profile, runs) for profile, runs in groups.items()) if line]
+
+
+def training_section(checkpoints: list[Loaded], groups: dict[str, list[TrainingRun]],
+                     comparisons: list[str]) -> Section:
+    """The training table and figure; `groups` and `comparisons` are by_profile and trainer_comparisons of them."""
     section = Section("training", "Training in each framework")
     if not checkpoints:
         return section.add(Paragraph(f"not measured yet: {RUN_TRAIN_BOTH}", "note"))
-    groups = by_profile(checkpoints)
     section.sources = [c.source.describe() for c in checkpoints]
     section.provenance = [f"{c.source.path}: seed {c.data.get('seed', '?')}, batch size "
                           f"{c.data.get('batch_size', '?')}, {fmt.integer(c.data.get('train_images'))} training "
                           f"images, data {c.data.get('dataset', '?')}" for c in checkpoints]
-    comparisons = [compare_trainers(profile, runs) for profile, runs in groups.items()]
     missing = [f"profile {profile}: only the {', '.join(sorted({r.meta['trainer'] for r in runs}))} trainer's "
                f"checkpoint exists; {RUN_TRAIN_BOTH}"
                for profile, runs in groups.items() if not {"torch", "tf"} <= {r.meta["trainer"] for r in runs}]
     if missing:
         section.add(*(Paragraph(line, "note") for line in missing))
-    if any(comparisons):
-        section.add(Bullets([c for c in comparisons if c]))
+    if comparisons:
+        section.add(Bullets(comparisons))
     section.add(_table(groups))
     runs = [run for group in groups.values() for run in group if run.mean_epoch_s is not None]
     if runs:

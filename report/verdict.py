@@ -6,6 +6,11 @@ load is within COMMON_LOAD_TOLERANCE of L. Each target's p50/p99 "at L" come
 from its step nearest to L. Invalid targets do not constrain L (a saturated
 generator must not pull the comparison down) and never win; they are shown
 with their nearest step, labelled INVALID.
+
+Each target is judged by its own figures only: a sweep target by its steps, a
+run's target by its own result. The file-level `valid` flag of summary.json and
+sweep.json is built from those same targets (a run is invalid when any target
+is), so it never voids the other targets.
 """
 
 from __future__ import annotations
@@ -13,11 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from report.load import TARGETS, Loaded
+from loadtests.payloads import TARGETS
+from loadtests.targets import Target
+from report import fmt
+from report.load import Loaded
 
 COMMON_LOAD_TOLERANCE = 0.10
-FRAMEWORK_OF = {"tf-rest": "tensorflow", "tf-grpc": "tensorflow", "torch-rest": "pytorch", "torch-grpc": "pytorch"}
-TRANSPORT_OF = {"tf-rest": "rest", "tf-grpc": "grpc", "torch-rest": "rest", "torch-grpc": "grpc"}
 
 
 @dataclass
@@ -42,6 +48,11 @@ class TargetRow:
         """Eligible to win: a valid target whose latency figures come from a valid step."""
         return self.valid and self.p99_ms is not None
 
+    @property
+    def kind(self) -> Target:
+        """The target as loadtests names it (framework, transport); no address is needed here."""
+        return Target(self.target, host="", port=0, server=self.server)
+
 
 @dataclass
 class Verdict:
@@ -53,6 +64,10 @@ class Verdict:
     common_load: float | None
     load_label: str
     slo_ms: float | None
+
+    @property
+    def invalid_targets(self) -> set[str]:
+        return {row.target for row in self.rows if not row.valid}
 
 
 def _ordered(targets: dict[str, Any]) -> list[str]:
@@ -79,29 +94,17 @@ def common_load(steps_by_target: dict[str, list[dict[str, Any]]]) -> float | Non
     return None
 
 
-def target_validity(sweep: dict[str, Any], entry: dict[str, Any]) -> tuple[bool, list[str]]:
-    """A sweep target is invalid when marked so, when none of its steps is valid, or when the sweep is."""
-    reasons = list(entry.get("invalid_reasons", [])) if entry.get("valid", True) is False else []
-    if entry.get("valid", True) is False and not reasons:
-        reasons = ["marked invalid by the sweep"]
-    if not any(step["valid"] for step in entry["steps"]):
-        reasons.append("no valid step")
-    if not sweep["valid"]:
-        reasons += [f"sweep invalid: {r}" for r in sweep["invalid_reasons"]] or ["sweep marked invalid"]
-    return not reasons, reasons
+def sweep_target_reasons(entry: dict[str, Any]) -> list[str]:
+    """Why a sweep target cannot count, from its own steps: it has no valid step."""
+    return [] if any(step["valid"] for step in entry["steps"]) else ["no valid step"]
 
 
-def _ceiling(ceiling: dict[str, Any] | None, throughput: float | None) -> tuple[float | None, str]:
-    """The recorded fraction; computed from in_process_rps only when the file gives no fraction."""
+def _ceiling(ceiling: dict[str, Any] | None) -> tuple[float | None, str]:
+    """The recorded fraction of the in-process ceiling (both writers record it with in_process_rps)."""
     if not ceiling:
         return None, "no in-process ceiling recorded"
-    in_process = ceiling.get("in_process_rps")
     runtime = f", {ceiling['runtime']}" if ceiling.get("runtime") else ""
-    if ceiling.get("fraction") is not None:
-        return ceiling["fraction"], f"of {in_process:,.1f} req/s in process{runtime}" if in_process else "recorded"
-    if in_process and throughput is not None:
-        return throughput / in_process, f"computed: saturation / {in_process:,.1f} req/s in process{runtime}"
-    return None, "ceiling recorded without a fraction"
+    return ceiling.get("fraction"), f"of {fmt.rps(ceiling.get('in_process_rps'))} req/s in process{runtime}"
 
 
 def _step_reason(step: dict[str, Any]) -> str:
@@ -112,21 +115,20 @@ def _step_reason(step: dict[str, Any]) -> str:
 def verdict_from_sweep(loaded: Loaded) -> Verdict:
     """Verdict rows from an SLO sweep, latency at the common offered load."""
     sweep = loaded.data
-    validity = {t: target_validity(sweep, e) for t, e in sweep["targets"].items()}
-    valid_steps = {t: e["steps"] for t, e in sweep["targets"].items() if validity[t][0]}
-    load = common_load(valid_steps)
+    reasons_of = {t: sweep_target_reasons(e) for t, e in sweep["targets"].items()}
+    load = common_load({t: e["steps"] for t, e in sweep["targets"].items() if not reasons_of[t]})
     rows = []
     for target in _ordered(sweep["targets"]):
-        entry, (valid, reasons) = sweep["targets"][target], validity[target]
-        step = nearest_step(entry["steps"], load, valid_only=valid) if load is not None else None
-        step_reasons = [_step_reason(step)] if step and not step["valid"] else []
-        fraction, note = _ceiling(entry["ceiling"], entry["saturation_rps"])
+        entry = sweep["targets"][target]
+        step = nearest_step(entry["steps"], load, valid_only=not reasons_of[target]) if load is not None else None
+        reasons = reasons_of[target] + ([_step_reason(step)] if step and not step["valid"] else [])
+        fraction, note = _ceiling(entry["ceiling"])
         rows.append(TargetRow(
             target=target, server=entry["server"], slo_max_rps=entry["slo_max_rps"],
             saturation_rps=entry["saturation_rps"], offered_rps=step["offered_rps"] if step else None,
             p50_ms=step["latency_ms"]["p50"] if step else None, p99_ms=step["latency_ms"]["p99"] if step else None,
             failures=sum(s["failures"] for s in entry["steps"]), ceiling_fraction=fraction, ceiling_note=note,
-            valid=valid and not step_reasons, reasons=reasons + step_reasons))
+            valid=not reasons, reasons=reasons))
     label = (f"{load:,.1f} req/s offered (open loop; each target's nearest step within "
              f"{COMMON_LOAD_TOLERANCE:.0%})" if load is not None else "no offered load common to all valid targets")
     return Verdict("sweep", loaded, rows, load, label, sweep["slo_ms"])
@@ -138,15 +140,12 @@ def verdict_from_run(loaded: Loaded) -> Verdict:
     rows = []
     for target in _ordered(run["targets"]):
         result = run["targets"][target]
-        reasons = list(result["invalid_reasons"]) if not result["valid"] else []
-        if not run["valid"]:
-            reasons += [f"run invalid: {r}" for r in run["invalid_reasons"]] or ["run marked invalid"]
-        fraction, note = _ceiling(result["ceiling"], result["throughput_rps"])
+        fraction, note = _ceiling(result["ceiling"])
         rows.append(TargetRow(
             target=target, server=result["server"], slo_max_rps=None, saturation_rps=result["throughput_rps"],
             offered_rps=result["offered"]["rate_rps"], p50_ms=result["latency_ms"]["p50"],
             p99_ms=result["latency_ms"]["p99"], failures=result["failures"], ceiling_fraction=fraction,
-            ceiling_note=note, valid=not reasons, reasons=reasons))
+            ceiling_note=note, valid=result["valid"], reasons=list(result["invalid_reasons"])))
     users = run["load"]["users"]
     label = (f"{run['mode']} loop, {users} users" +
              (f", {run['load']['rate_rps']:,.1f} req/s offered" if run["load"]["rate_rps"] else ""))

@@ -1,10 +1,10 @@
 """The comparison report (python -m report), built from recorded results fixtures.
 
 tests/fixtures/results/ is an artifacts root: results/ holds an SLO sweep (four targets, one
-INVALID step in tf-rest, the whole torch-grpc target INVALID), a closed-loop run with an
-INVALID target, edge.json with one flagged format; checkpoints/ holds a torch and a tf
-training run of the tiny profile. The numbers are distinctive so each one can only land in
-one cell.
+INVALID step in tf-rest, every torch-grpc step INVALID with a saturated generator, so the sweep
+file marks itself invalid as loadtests/sweep.py would), a closed-loop run with an INVALID
+target, edge.json with one flagged format; checkpoints/ holds a torch and a tf training run of
+the tiny profile. The numbers are distinctive so each one can only land in one cell.
 """
 
 from __future__ import annotations
@@ -12,20 +12,28 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+from dataclasses import asdict, fields
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
+from edge.evaluate import EdgeResult
+from loadtests.summary import schema
+from loadtests.sweep import knee, slo_max
+from report import edge_report
 from report.build import build_document, write_report
 from report.load import SUMMARY_SCHEMA_ID, SWEEP_SCHEMA_ID, load_results, schema_errors
 from report.verdict import common_load, verdict_from_sweep
+from serving.gpu_bench import Row as GpuRow
 from tests.conftest import run_module
 
 FIXTURES = Path(__file__).parent / "fixtures" / "results"
 SWEEP = "results/sweep-20250301T120000Z/sweep.json"
 SUMMARY = "results/loadtest-20250228T090000Z/summary.json"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SATURATED = ("load generator saturated: a locust process used 97% of a core (limit 90%); "
+             "add workers (--workers) or cores")  # loadtests/runner.py's wording
 
 
 class TableParser(HTMLParser):
@@ -104,6 +112,17 @@ def test_fixtures_match_the_schemas():
     assert any("p99" in error for error in schema_errors(sweep, SWEEP_SCHEMA_ID))
 
 
+def test_fixture_sweep_holds_only_what_the_writer_computes():
+    sweep = json.loads((FIXTURES / SWEEP).read_text())
+    target_keys = set(schema("sweep")["properties"]["targets"]["additionalProperties"]["required"])
+    for name, entry in sweep["targets"].items():
+        assert set(entry) == target_keys, name  # loadtests/sweep.py writes exactly these, no target-level valid
+        assert entry["knee_rps"] == knee(entry["steps"]), name
+        assert entry["slo_max_rps"] == slo_max(entry["steps"], sweep["slo_ms"]), name
+    assert all(not s["valid"] and s["invalid_reasons"] == [SATURATED] for s in sweep["targets"]["torch-grpc"]["steps"])
+    assert (sweep["valid"], sweep["invalid_reasons"]) == (False, ["torch-grpc: no valid step within the SLO"])
+
+
 def test_verdict_table_holds_the_sweep_numbers(built):
     document, _ = built
     rows = rows_by(document.tables()["verdict"])
@@ -112,10 +131,10 @@ def test_verdict_table_holds_the_sweep_numbers(built):
         "tf-rest": ("398.7", "655.3", "400.0", "5.93", "21.40", "12", "31.2%"),
         "tf-grpc": ("795.5", "1,012.4", "400.0", "4.10", "14.20", "0", "48.2%"),
         "torch-rest": ("408.3", "744.0", "410.0", "7.77", "33.30", "0", "35.4%"),
-        "torch-grpc": ("1,590.0", "2,950.0", "400.0", "1.11", "2.22", "0", "98.3%"),
+        "torch-grpc": ("—", "2,950.0", "400.0", "1.11", "2.22", "0", "98.3%"),
     }
     columns = ["SLO max req/s", "saturation req/s", "offered req/s", "p50 ms", "p99 ms", "failures",
-               "x in-process ceiling"]
+               "% of in-process ceiling"]
     for target, values in expected.items():
         assert tuple(rows[target][c] for c in columns) == values, target
     assert rows["tf-rest"]["server"] == "tf-serving-dropin 0.1.0 (drop-in, not the official binary)"
@@ -146,13 +165,37 @@ def test_common_load_is_the_largest_load_every_valid_target_matches_within_ten_p
 
 
 def test_edge_table_holds_edge_json_numbers(built):
-    rows = rows_by(built[0].tables()["edge"], "format")
-    assert rows["tflite-int8"] == {
+    table = built[0].tables()["edge"]
+    assert len(table.columns) == len(fields(EdgeResult))  # one column per field the writer records
+    rows = rows_by(table, "format")
+    assert rows["tflite-int8"].items() >= {
         "format": "tflite-int8", "runtime": "litert", "bytes": "40,321", "x SavedModel": "0.081",
         "accuracy": "95.89%", "change (points)": "-0.36", "top-1 agree": "99.11%", "p50 ms": "0.123",
-        "p99 ms": "0.157", "status": "ok"}
-    assert rows["executorch-int8"]["status"] == "FLAGGED: loses > 1 point"
+        "p99 ms": "0.157", "status": "ok", "path": "models/edge/tiny_int8.tflite", "max abs delta": "0.0213",
+        "worst sample": "1,377", "tolerance": "—"}.items()
+    assert rows["tflite-float32"]["tolerance"] == "1e-05"
+    assert rows["executorch-int8"]["status"] == "FLAGGED: loses more than 1 point of accuracy"
     assert rows["executorch-int8"]["change (points)"] == "-2.24"
+
+
+@pytest.mark.parametrize(("recorded", "fallback", "says"), [(2.5, 3.0, "2.5 points"), (None, 3.0, "3 points")])
+def test_the_flag_threshold_comes_from_edge_json(tmp_path, monkeypatch, recorded, fallback, says):
+    """edge.json's accuracy_flag_points; files without it fall back to edge.evaluate.ACCURACY_FLAG_POINTS."""
+    root = copy_fixtures(tmp_path)
+    monkeypatch.setattr(edge_report, "ACCURACY_FLAG_POINTS", fallback)
+
+    def record_threshold(edge):
+        del edge["accuracy_flag_points"]
+        if recorded is not None:
+            edge["accuracy_flag_points"] = recorded
+
+    edit_json(root / "results" / "edge.json", record_threshold)
+    document = build_document(load_results(root))
+    assert rows_by(document.tables()["edge"], "format")["executorch-int8"]["status"] == \
+        f"FLAGGED: loses more than {says} of accuracy"
+    text = bullets(document, "choose")
+    assert f"smallest file within {says} of accuracy" in text
+    assert f"executorch-int8 (flagged: loses more than {says} of accuracy)" in text
 
 
 def test_training_table_compares_both_trainers(built):
@@ -170,18 +213,21 @@ def test_invalid_runs_steps_and_targets_are_labelled(built):
     tables = document.tables()
     steps = {(r.cells[0], r.cells[1]): r for r in tables["sweep-steps"].rows}
     assert steps[("tf-rest", "800.0")].invalid
-    assert steps[("tf-rest", "800.0")].cells[6] == "INVALID: 12 failures (HTTP 503)"
+    assert steps[("tf-rest", "800.0")].cells[6] == "INVALID: 12 failed requests: HTTP 503 12"
     assert not steps[("tf-rest", "400.0")].invalid
-    assert steps[("torch-grpc", "400.0")].cells[6] == "INVALID: target: generator saturated: 97% CPU"
-    assert rows_by(tables["verdict"])["torch-grpc"]["status"] == "INVALID: generator saturated: 97% CPU"
+    assert steps[("torch-grpc", "400.0")].cells[6] == f"INVALID: {SATURATED}"
+    assert rows_by(tables["verdict"])["torch-grpc"]["status"] == \
+        f"INVALID: no valid step; step at 400.0 req/s invalid: {SATURATED}"
     runs = rows_by(tables["runs"])
-    assert runs["torch-rest"]["status"].startswith("INVALID: 57 failures (HTTP 503)")
+    assert runs["torch-rest"]["status"] == "INVALID: 57 failed requests: HTTP 503 57"
     assert runs["torch-rest"]["failures"] == "57 (HTTP 503 57)"
+    assert runs["tf-rest"]["status"] == "valid"  # the run file is invalid because of torch-rest only
     parser = TableParser()
     parser.feed((out / "index.html").read_text())
     classes = {cells[0]: cls for cls, cells in parser.tables["table-verdict"][1:]}
     assert classes == {"tf-rest": "", "tf-grpc": "", "torch-rest": "", "torch-grpc": "invalid"}
-    assert "torch-grpc is INVALID (generator saturated: 97% CPU)" in bullets(document, "choose")
+    assert f"torch-grpc is INVALID (no valid step; step at 400.0 req/s invalid: {SATURATED})" in \
+        bullets(document, "choose")
 
 
 def test_verdict_names_winners_from_valid_targets_only(built):
@@ -220,7 +266,15 @@ def test_plots_are_pngs_embedded_in_the_page_and_beside_the_markdown(built):
         png = base64.b64decode(chunk.split('"', 1)[0])
         assert png.startswith(PNG_SIGNATURE) and png == (out / "figures" / f"{figure.id}.png").read_bytes()
         assert f"](figures/{figure.id}.png)" in markdown
-        assert any("run sweep-20250301T120000Z" in line or "file dated" in line for line in figure.provenance)
+    results = load_results(FIXTURES)
+    sweep, edge, torch_checkpoint = (results.sweeps[0].source.describe(), results.edge.source.describe(),
+                                     results.checkpoints[0].source.describe())
+    assert sweep.startswith(f"{SWEEP}, run sweep-20250301T120000Z, created ")
+    assert edge.startswith("results/edge.json, file dated ")
+    expected = {"p99-per-target": sweep, "latency-vs-load": sweep, "throughput-vs-batch": sweep,
+                "edge-frontier": edge, "training-time": torch_checkpoint}
+    for figure in document.figures():
+        assert expected[figure.id] in figure.provenance[0], figure.id
 
 
 def test_figures_carry_server_hardware_and_pinning(built):
@@ -255,9 +309,13 @@ def test_bad_arguments_exit_2_with_one_line(args):
 
 
 def test_cli_writes_both_files(tmp_path):
-    result = run_module("report", "--artifacts", str(FIXTURES), "--out", str(tmp_path / "out"))
+    out = tmp_path / "out"
+    result = run_module("report", "--artifacts", str(FIXTURES), "--out", str(out))
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "out" / "index.html").is_file() and (tmp_path / "out" / "report.md").is_file()
+    assert result.stdout.splitlines() == [f"written {out / 'index.html'}", f"written {out / 'report.md'}"]
+    assert (out / "index.html").is_file()
+    assert "| tf-grpc | tf-serving-dropin 0.1.0 (drop-in, not the official binary) | 795.5 |" in \
+        (out / "report.md").read_text()
 
 
 def test_missing_edge_results_give_a_note_not_a_crash(tmp_path):
@@ -285,8 +343,22 @@ def test_without_a_sweep_the_newest_closed_loop_run_is_used_and_said(tmp_path):
         section_text(document, "verdict")
     rows = rows_by(document.tables()["verdict"])
     assert (rows["torch-rest"]["p99 ms"], rows["torch-rest"]["SLO max req/s"]) == ("123.45", "—")
-    assert rows["torch-rest"]["status"].startswith("INVALID")
+    assert rows["torch-rest"]["status"] == "INVALID: 57 failed requests: HTTP 503 57"
+    assert rows["tf-rest"]["status"] == "valid"  # the run file is invalid because of torch-rest alone
+    text = bullets(document, "choose")
+    assert "Low latency: choose tf-rest" in text and "p99 97.75 ms" in text
+    assert "High throughput: choose tf-rest" in text and "616.9 req/s (closed loop, 32 users; no SLO sweep yet)" in text
     assert "not measured yet: run `make sweep`" in section_text(document, "sweep")
+
+
+def test_a_sweep_with_no_slo_figure_says_so_not_that_there_is_no_sweep(tmp_path):
+    root = copy_fixtures(tmp_path)
+    edit_json(root / SWEEP, lambda sweep: [t.update(slo_max_rps=None) for t in sweep["targets"].values()])
+    text = bullets(build_document(load_results(root)), "choose")
+    assert ("High throughput: choose tf-grpc (tf-serving-dropin 0.1.0 (drop-in, not the official binary)): "
+            "1,012.4 req/s closed-loop saturation (no valid target stayed within the p99 SLO of 50 ms in the sweep).") \
+        in text
+    assert "no SLO sweep yet" not in text
 
 
 def test_a_file_breaking_its_schema_is_listed_and_left_out(tmp_path):
@@ -300,13 +372,32 @@ def test_a_file_breaking_its_schema_is_listed_and_left_out(tmp_path):
     assert rows_by(document.tables()["verdict"])["tf-grpc"]["p99 ms"] == "14.20"  # the good sweep still counts
 
 
-def test_gpu_rows_are_shown_when_present(tmp_path):
+def test_gpu_rows_hardware_and_agreement_are_shown(tmp_path):
     root = copy_fixtures(tmp_path)
-    rows = [{"framework": "torch", "dtype": "float16", "batch_size": 64, "iterations": 50, "images_per_s": 12345.678}]
+    rows = [asdict(GpuRow("torch", "float16", 64, 50, 12345.678, 5.1842, 6.75))]
     (root / "results" / "gpu-bench.json").write_text(json.dumps(
-        {"kind": "gpu-bench", "date": "2025-03-02T10:00:00+00:00", "gpu": {"name": "Fixture GPU"}, "rows": rows}))
+        {"kind": "gpu-bench", "model": "tiny", "profile": "tiny", "input_shape": [28, 28, 1],
+         "multiply_accumulates": 905472, "date": "2025-03-02T10:00:00+00:00", "frameworks": ["torch"],
+         "gpu": {"name": "Fixture GPU", "driver_version": "550.1"}, "rows": rows,
+         "top1_agreement": {"torch": {"float32": 1.0, "float16": 0.99609375}}, "skipped": [],
+         "versions": {"torch": "2.13.0"}, "host": {"cpu_model": "Fixture Xeon", "logical_cpus": 8, "os": "Linux"},
+         "method": {"warmup": 10, "iterations": 50}}))
     document = build_document(load_results(root))
     table = document.tables()["gpu"]
-    assert table.columns[:4] == ["framework", "dtype", "batch_size", "images_per_s"]
-    assert table.rows[0].cells[:4] == ["torch", "float16", "64", "12,345.68"]
-    assert "gpu: name=Fixture GPU" in next(s for s in document.sections if s.id == "gpu").provenance
+    assert table.columns == [f.name for f in fields(GpuRow)]
+    assert table.rows[0].cells == ["torch", "float16", "64", "50", "12,345.68", "5.18", "6.75"]
+    assert rows_by(document.tables()["gpu-agreement"], "dtype")["float16"] == {
+        "framework": "torch", "dtype": "float16", "top-1 agreement with float32": "99.61%"}
+    provenance = next(s for s in document.sections if s.id == "gpu").provenance
+    for line in ("GPU: driver_version=550.1, name=Fixture GPU", "hardware: Fixture Xeon, 8 logical CPUs, Linux",
+                 "packages: torch 2.13.0", "frameworks on the GPU: torch"):
+        assert line in provenance
+
+
+def test_a_gpu_file_without_the_writers_rows_is_left_out(tmp_path):
+    root = copy_fixtures(tmp_path)
+    (root / "results" / "gpu-bench.json").write_text(json.dumps({"kind": "gpu-bench", "results": [{"images": 1}]}))
+    document = build_document(load_results(root))
+    assert rows_by(document.tables()["unreadable"], "file")["results/gpu-bench.json"]["status"] == \
+        "INVALID: does not match its schema: no 'rows' list"
+    assert "gpu" not in document.tables()
