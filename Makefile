@@ -52,7 +52,7 @@ edge: setup $(EXPORTED) ## TFLite (float32/16, dynamic and full int8), ExecuTorc
 deploy-tf: protos $(EXPORTED) ## Start TF Serving (compose image, official binary, or the local drop-in) and smoke it
 	$(PY) -m serving deploy --target tf
 
-deploy-torch: protos $(EXPORTED) ## Start the real TorchServe natively (token auth on) and smoke it
+deploy-torch: protos $(EXPORTED) ## Start the real TorchServe (compose image if Docker + Compose v2 answer, else native; token auth on), smoke it
 	$(PY) -m serving deploy --target torch
 
 deploy: protos $(EXPORTED) ## deploy-tf and deploy-torch
@@ -109,8 +109,10 @@ clean: ## Remove artifacts/ (keeps .venv)
 	rm -rf artifacts
 
 # Containers, GPU hosts and scale-out (issue 8)
-# Compose v2 (`docker compose`) when the plugin exists, else Debian's docker-compose; `=` so it is
-# only looked up when a compose target runs.
+# Compose v2 (`docker compose`) when the plugin exists, else Debian's docker-compose, which can
+# validate the file (compose-config, no engine needed) and remove containers (compose-down) but
+# not deploy: compose-up/compose-gpu go through serving.deploy, which needs v2 (`up --wait`) and
+# an engine and says so in one line (exit 2) otherwise. `=` so it is only looked up when used.
 COMPOSE = $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 # docker-compose.yml reads ARTIFACTS_DIR; an absolute path works wherever ARTIFACTS points.
 COMPOSE_ENV = ARTIFACTS_DIR=$(abspath $(ARTIFACTS))
@@ -123,14 +125,14 @@ compose-up: protos $(EXPORTED) ## make deploy with the official CPU images (comp
 compose-gpu: protos $(EXPORTED) ## make deploy with the official GPU images on one NVIDIA GPU (profile gpu); PROFILE=mobilenet
 	COMPOSE_PROFILE=gpu TF_SERVER=compose TS_SERVER=compose $(PY) -m serving deploy
 
-compose-down: ## Undeploy, then remove every container docker-compose.yml started (all profiles)
+compose-down: setup ## Undeploy, then remove every container docker-compose.yml started (all profiles)
 	$(PY) -m serving undeploy
 	$(COMPOSE_ENV) $(COMPOSE) --profile cpu --profile gpu --profile loadtest down
 
 compose-config: ## Validate docker-compose.yml and print it resolved (no Docker engine needed)
 	$(COMPOSE_ENV) $(COMPOSE) --profile cpu --profile gpu --profile loadtest config
 
-gpu-bench: setup ## In-process ceiling of torch and TF on a GPU, batch 1..256, float32/16/bf16 -> results/gpu-bench.json
+gpu-bench: setup ## In-process ceiling of torch and TF on a GPU, batch 1..256, float32/16/bf16 (PROFILE=mobilenet: the GPU workload)
 	$(PY) -m serving.gpu_bench --model $(MODEL)
 
 # Report (issue 6)

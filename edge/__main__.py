@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 
 from common.errors import OneLineArgumentParser, UsageError, run_cli  # noqa: E402
 from common.fsutil import write_results_file  # noqa: E402
-from common.paths import ArtifactPaths, default_artifacts_root  # noqa: E402
+from common.paths import ArtifactPaths, default_artifacts_root, default_model  # noqa: E402
 from edge.calibration import load_calibration  # noqa: E402
 from serving.tf.dropin.source import available_versions  # noqa: E402
 from training.parity import accuracy  # noqa: E402
@@ -150,7 +150,7 @@ def run_edge(paths: ArtifactPaths, model: str, calibration_file: Path | None) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineArgumentParser(prog="python -m edge", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=os.environ.get("MODEL", os.environ.get("PROFILE", "tiny")))
+    parser.add_argument("--model", default=default_model())
     parser.add_argument("--artifacts", type=Path, default=default_artifacts_root())
     parser.add_argument("--calibration", type=Path, help="an .npz with 'images' (default: the checkpoint's)")
     args = parser.parse_args(argv)

@@ -8,7 +8,10 @@ from pathlib import Path
 
 from common.cpus import parse_server_cpus
 from common.errors import UsageError
-from common.paths import REPO_ROOT, ArtifactPaths, default_artifacts_root
+from common.paths import REPO_ROOT, ArtifactPaths, default_artifacts_root, default_model
+
+# The batching parameters deploy passes to TF Serving, and the file docker-compose.yml mounts.
+DEFAULT_TF_BATCHING_FILE = REPO_ROOT / "serving/tf/batching.config"
 
 
 def _env_int(name: str, default: int) -> int:
@@ -30,14 +33,14 @@ def _env_bool(name: str, default: bool) -> bool:
 class DeployConfig:
     """Ports are TF Serving's and TorchServe's usual ones; every knob has an environment variable."""
 
-    model: str = field(default_factory=lambda: os.environ.get("MODEL", os.environ.get("PROFILE", "tiny")))
+    model: str = field(default_factory=default_model)
     artifacts: Path = field(default_factory=default_artifacts_root)
     host: str = field(default_factory=lambda: os.environ.get("BIND_ADDRESS", "127.0.0.1"))
     tf_grpc_port: int = field(default_factory=lambda: _env_int("TF_GRPC_PORT", 8500))
     tf_rest_port: int = field(default_factory=lambda: _env_int("TF_REST_PORT", 8501))
     tf_enable_batching: bool = field(default_factory=lambda: _env_bool("TF_ENABLE_BATCHING", True))
     tf_batching_file: Path = field(default_factory=lambda: Path(
-        os.environ.get("TF_BATCHING_FILE", REPO_ROOT / "serving/tf/batching.config")))
+        os.environ.get("TF_BATCHING_FILE", DEFAULT_TF_BATCHING_FILE)))
     tf_server: str = field(default_factory=lambda: os.environ.get("TF_SERVER", "auto"))  # auto|compose|binary|dropin
     ts_server: str = field(default_factory=lambda: os.environ.get("TS_SERVER", "auto"))  # auto|compose|native
     compose_profile: str = field(default_factory=lambda: os.environ.get("COMPOSE_PROFILE", "cpu"))  # cpu|gpu

@@ -5,17 +5,19 @@ runs, its identity, ports, knobs, process group, log file) so undeploy stops
 exactly that, and results can name the server that produced them.
 
 The TF side is chosen in this order, and the choice is printed: the compose
-service with the official image when a Docker engine answers; the official
+service with the official image when a Docker engine and Compose v2 answer and
+the batching knobs are the ones the service mounts; the official
 tensorflow_model_server binary when it is on PATH; the project's drop-in.
+TF_SERVER (auto|compose|binary|dropin) forces one.
 TorchServe runs as the compose service with the official image when a Docker
-engine answers (token authorization on) and natively otherwise; TS_SERVER
-(auto|compose|native) forces one. Compose services come from the `cpu` profile
-of docker-compose.yml, or the `gpu` one with COMPOSE_PROFILE=gpu (make compose-gpu).
+engine and Compose v2 answer (token authorization on) and natively otherwise;
+TS_SERVER (auto|compose|native) forces one. A forced compose that cannot run is
+a usage error. Compose services come from the `cpu` profile of
+docker-compose.yml, or the `gpu` one with COMPOSE_PROFILE=gpu (make compose-gpu).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -23,13 +25,14 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NoReturn
 
 import yaml
 
 from common.errors import UsageError
 from common.paths import REPO_ROOT
 from common.procs import group_alive, log_tail, port_open, start_group, stop_group, wait_http_ok
-from serving.config import DeployConfig
+from serving.config import DEFAULT_TF_BATCHING_FILE, DeployConfig
 from serving.tf.dropin import SERVER_IDENTITY as DROPIN_IDENTITY
 from serving.torch.server import ServerError, TorchServe, TorchServeConfig
 
@@ -76,8 +79,46 @@ def _compose_env(cfg: DeployConfig) -> dict[str, str]:
     return {**_environ(), **{name: str(value) for name, value in knobs.items()}}
 
 
-def _compose(cfg: DeployConfig, *args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", "compose", "--profile", cfg.compose_profile, *args], cwd=REPO_ROOT,
+COMPOSE_V2 = ("docker", "compose")
+COMPOSE_NEEDED = "TF_SERVER/TS_SERVER=compose needs a Docker engine and Compose v2 (--wait)"
+COMPOSE_SERVERS = {"tf-serving": "TF Serving", "torchserve": "TorchServe"}
+TORCHSERVE_KEY_FILE = "/home/model-server/key_file.json"  # in the container's working directory
+
+
+def _docker_answers(*args: str) -> bool:
+    """`docker <args>` exits 0 within 10 s (False without a docker CLI)."""
+    if not shutil.which("docker"):
+        return False
+    try:
+        return subprocess.run(["docker", *args], capture_output=True, timeout=10).returncode == 0
+    except (subprocess.TimeoutExpired, OSError):
+        return False
+
+
+def docker_engine_answers() -> bool:
+    return _docker_answers("info")
+
+
+def compose_v2_installed() -> bool:
+    """`docker compose` (v2) is installed; Debian's docker-compose (v1) has no `up --wait`, so it does not count."""
+    return _docker_answers("compose", "version")
+
+
+def compose_available() -> bool:
+    """deploy can run compose services: Compose v2 and a Docker engine that answers."""
+    return compose_v2_installed() and docker_engine_answers()
+
+
+def compose_command() -> list[str]:
+    """The Compose v2 command deploy runs; a UsageError (one line, exit 2) when it cannot run here."""
+    if not compose_available():
+        raise UsageError(COMPOSE_NEEDED)
+    return list(COMPOSE_V2)
+
+
+def _compose(cfg: DeployConfig, *args: str, profile: str | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """Compose v2 on docker-compose.yml's `profile` (default: the deploy's), with the deploy's knobs."""
+    return subprocess.run([*compose_command(), "--profile", profile or cfg.compose_profile, *args], cwd=REPO_ROOT,
                           env=_compose_env(cfg), **kwargs)
 
 
@@ -92,24 +133,56 @@ def compose_image(service: str) -> str:
     return compose["services"][service]["image"]
 
 
-def docker_engine_answers() -> bool:
-    if not shutil.which("docker"):
-        return False
-    try:
-        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
-    except (subprocess.TimeoutExpired, OSError):
-        return False
+def compose_identity(service: str) -> str:
+    """What a deploy record names a compose service by: its server and pinned image."""
+    server = COMPOSE_SERVERS[service.removesuffix("-gpu")]
+    return f"official {server} image {compose_image(service)} (docker compose service {service})"
+
+
+def _start_compose(cfg: DeployConfig, service: str) -> dict:
+    """`up --wait` one service until its healthcheck passes; the record's fields for it.
+
+    On failure the service's last log lines go into the ServerError and the service is stopped.
+    """
+    wait = str(int(cfg.ready_timeout_s))
+    done = _compose(cfg, "up", "-d", "--wait", "--wait-timeout", wait, service, capture_output=True, text=True)
+    if done.returncode != 0:
+        _fail_compose(cfg, service, f"did not become healthy: {done.stderr.strip()}")
+    return {"pgid": None, "service": service, "profile": cfg.compose_profile, "log": f"docker compose logs {service}"}
+
+
+def _fail_compose(cfg: DeployConfig, service: str, why: str) -> NoReturn:
+    logs = _compose(cfg, "logs", "--tail", "40", service, capture_output=True, text=True).stdout
+    _compose(cfg, "stop", service)
+    raise ServerError(f"{service} (docker compose) {why}\n{logs}")
+
+
+def _choose(forced: str, compose_refused: str | None, otherwise: str) -> str:
+    """The server mode: `forced` unless auto; with auto, compose when it can run, else `otherwise`.
+
+    A forced compose that cannot run (its refusal, or no engine / Compose v2) is a UsageError.
+    """
+    if forced == "compose":
+        if compose_refused:
+            raise UsageError(compose_refused)
+        compose_command()  # raises the UsageError when no engine or no Compose v2 answers
+    if forced != "auto":
+        return forced
+    return "compose" if compose_refused is None and compose_available() else otherwise
+
+
+def _tf_compose_refusal(cfg: DeployConfig) -> str | None:
+    """Why the tf-serving compose service cannot run these knobs: it mounts the default batching file, batching on."""
+    if cfg.tf_enable_batching and cfg.tf_batching_file.resolve() == DEFAULT_TF_BATCHING_FILE.resolve():
+        return None
+    return ("the tf-serving compose service always runs with batching on and serving/tf/batching.config; "
+            "unset TF_ENABLE_BATCHING/TF_BATCHING_FILE or use TF_SERVER=binary or dropin")
 
 
 def choose_tf_server(cfg: DeployConfig) -> str:
     """compose, binary or dropin, in the documented order (TF_SERVER forces one)."""
-    if cfg.tf_server != "auto":
-        return cfg.tf_server
-    if docker_engine_answers():
-        return "compose"
-    if shutil.which("tensorflow_model_server"):
-        return "binary"
-    return "dropin"
+    fallback = "binary" if shutil.which("tensorflow_model_server") else "dropin"
+    return _choose(cfg.tf_server, _tf_compose_refusal(cfg), fallback)
 
 
 def _tf_flags(cfg: DeployConfig) -> list[str]:
@@ -127,45 +200,53 @@ def _binary_identity() -> str:
     return f"official tensorflow_model_server ({(done.stdout or done.stderr).strip().splitlines()[0]})"
 
 
+def _start_tf_process(cfg: DeployConfig, mode: str) -> tuple[str, dict]:
+    """Start the official binary or the drop-in in its own process group: its identity and record fields."""
+    if mode == "binary":
+        identity, command = _binary_identity(), ["tensorflow_model_server", *_tf_flags(cfg)]
+    else:
+        identity = DROPIN_IDENTITY
+        command = [sys.executable, "-m", "serving.tf.dropin", *_tf_flags(cfg), f"--bind_address={cfg.host}"]
+    print(f"deploy-tf: using {identity}", flush=True)
+    log_file = cfg.run_dir / "tf.log"
+    process = start_group(command, log_file, cwd=REPO_ROOT, env=_environ(), cpus=cfg.server_cpus)
+    return identity, {"pgid": process.pid, "command": command, "log": str(log_file)}
+
+
+def _wait_tf_process_ready(cfg: DeployConfig, record: dict) -> None:
+    """Poll the model status until AVAILABLE; on failure stop it and raise with its log tail."""
+    status_url = f"http://127.0.0.1:{cfg.tf_rest_port}/v1/models/{cfg.model}"
+    if not wait_http_ok(status_url, cfg.ready_timeout_s, lambda: group_alive(record["pgid"])):
+        undeploy_one(cfg, "tf")
+        raise ServerError(f"TF Serving ({record['mode']}) did not become ready:\n{log_tail(Path(record['log']))}")
+
+
 def deploy_tf(cfg: DeployConfig) -> dict:
     """Start TF Serving (or say it already runs) and wait until the model is AVAILABLE."""
     running = read_record(cfg, "tf")
     if running:
         print(f"deploy-tf: already running ({running['identity']}, pid {running.get('pgid')}); not starting another")
         return running
+    mode = choose_tf_server(cfg)
     base = cfg.paths.tf_model_base(cfg.model)
     if not base.is_dir():
         raise ServerError(f"no SavedModel at {base}; run 'make export' first")
-    mode = choose_tf_server(cfg)
     knobs = {"enable_batching": cfg.tf_enable_batching,
              "batching_parameters_file": str(cfg.tf_batching_file) if cfg.tf_enable_batching else None}
     ports = {"grpc": cfg.tf_grpc_port, "rest": cfg.tf_rest_port}
     _check_ports_free(ports)
-    log_file = cfg.run_dir / "tf.log"
     if mode == "compose":
         service = compose_service(cfg, "tf-serving")
-        identity = f"official TF Serving image {compose_image(service)} (docker compose service {service})"
-        _compose(cfg, "up", "-d", service, check=True)
-        record = {"mode": mode, "identity": identity, "pgid": None, "service": service,
-                  "profile": cfg.compose_profile}
+        identity = compose_identity(service)
+        print(f"deploy-tf: using {identity}", flush=True)
+        started = _start_compose(cfg, service)  # healthy: the model is AVAILABLE
     else:
-        if mode == "binary":
-            identity = _binary_identity()
-            command = ["tensorflow_model_server", *_tf_flags(cfg)]
-        else:
-            identity = DROPIN_IDENTITY
-            command = [sys.executable, "-m", "serving.tf.dropin", *_tf_flags(cfg), f"--bind_address={cfg.host}"]
-        process = start_group(command, log_file, cwd=REPO_ROOT, env=_environ(), cpus=cfg.server_cpus)
-        record = {"mode": mode, "identity": identity, "pgid": process.pid, "command": command}
-    print(f"deploy-tf: using {identity}", flush=True)
-    record.update({"server": "tf", "model": cfg.model, "ports": ports, "knobs": knobs, "log": str(log_file),
-                   "cpus": cfg.server_cpus if mode != "compose" else None})
+        identity, started = _start_tf_process(cfg, mode)
+    record = {"server": "tf", "mode": mode, "identity": identity, **started, "model": cfg.model, "ports": ports,
+              "knobs": knobs, "cpus": cfg.server_cpus if mode != "compose" else None}
     _write_record(cfg, "tf", record)
-    status_url = f"http://127.0.0.1:{cfg.tf_rest_port}/v1/models/{cfg.model}"
-    alive = (lambda: True) if mode == "compose" else (lambda: group_alive(record["pgid"]))
-    if not wait_http_ok(status_url, cfg.ready_timeout_s, alive):
-        undeploy_one(cfg, "tf")
-        raise ServerError(f"TF Serving ({mode}) did not become ready:\n{log_tail(log_file)}")
+    if mode != "compose":
+        _wait_tf_process_ready(cfg, record)
     print(f"deploy-tf: ready: REST 127.0.0.1:{cfg.tf_rest_port}, gRPC 127.0.0.1:{cfg.tf_grpc_port}", flush=True)
     return record
 
@@ -185,36 +266,25 @@ def torchserve_config(cfg: DeployConfig) -> TorchServeConfig:
 
 
 def choose_torch_server(cfg: DeployConfig) -> str:
-    """compose when a Docker engine answers, native otherwise; TS_SERVER=compose|native forces one.
+    """compose when a Docker engine and Compose v2 answer, native otherwise; TS_SERVER=compose|native forces one.
 
     The compose service always has token authorization on, so TS_TOKEN_AUTH=false runs natively.
     """
-    forced = cfg.ts_server
-    if forced == "compose" and not cfg.ts_token_auth:
-        raise UsageError("the torchserve compose service always has token authorization on; "
-                         "use TS_SERVER=native with TS_TOKEN_AUTH=false")
-    if forced != "auto":
-        return forced
-    return "compose" if cfg.ts_token_auth and docker_engine_answers() else "native"
+    refusal = None if cfg.ts_token_auth else ("the torchserve compose service always has token authorization on; "
+                                              "use TS_SERVER=native with TS_TOKEN_AUTH=false")
+    return _choose(cfg.ts_server, refusal, "native")
 
 
-def _start_torch_compose(cfg: DeployConfig, ts_cfg: TorchServeConfig) -> None:
-    """Start the torchserve service, wait for its healthcheck (/ping with the token), copy its key file out.
+def _copy_compose_key_file(cfg: DeployConfig, service: str, ts_cfg: TorchServeConfig) -> None:
+    """Copy the running service's key file to where the native server writes it, for the clients.
 
-    The key file stays inside the container (no writable host mount for a non-root user to
-    fight over); clients read the copy at the same path the native server writes.
+    The key file stays inside the container (no writable host mount for a non-root user to fight over).
     """
-    wait = str(int(cfg.ready_timeout_s))
-    service = compose_service(cfg, "torchserve")
-    done = _compose(cfg, "up", "-d", "--wait", "--wait-timeout", wait, service, capture_output=True, text=True)
+    done = _compose(cfg, "exec", "-T", service, "cat", TORCHSERVE_KEY_FILE, capture_output=True, text=True)
     if done.returncode != 0:
-        logs = _compose(cfg, "logs", "--tail", "40", service, capture_output=True, text=True).stdout
-        _compose(cfg, "stop", service, check=False)
-        raise ServerError(f"TorchServe (compose) did not become healthy: {done.stderr.strip()}\n{logs}")
-    keys = _compose(cfg, "exec", "-T", service, "cat", "/home/model-server/key_file.json",
-                    capture_output=True, text=True, check=True).stdout
+        _fail_compose(cfg, service, f"has no readable {TORCHSERVE_KEY_FILE}: {done.stderr.strip()}")
     ts_cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    ts_cfg.key_file.write_text(keys, encoding="utf-8")
+    ts_cfg.key_file.write_text(done.stdout, encoding="utf-8")
     ts_cfg.key_file.chmod(0o600)
 
 
@@ -224,6 +294,7 @@ def deploy_torch(cfg: DeployConfig) -> dict:
     if running:
         print(f"deploy-torch: already running ({running['identity']}, pid {running['pgid']}); not starting another")
         return running
+    mode = choose_torch_server(cfg)
     ts_cfg = torchserve_config(cfg)
     ports = {"inference": ts_cfg.inference_port, "management": ts_cfg.management_port,
              "metrics": ts_cfg.metrics_port, "grpc": ts_cfg.grpc_inference_port,
@@ -231,17 +302,15 @@ def deploy_torch(cfg: DeployConfig) -> dict:
     _check_ports_free(ports)
     from importlib import metadata
 
-    mode = choose_torch_server(cfg)
+    service = compose_service(cfg, "torchserve")
     if mode == "compose":
-        service = compose_service(cfg, "torchserve")
-        identity = f"official TorchServe image {compose_image(service)} (docker compose service {service})"
+        identity = compose_identity(service)
     else:
         identity = f"TorchServe {metadata.version('torchserve')} (pip package, Java frontend)"
     print(f"deploy-torch: using {identity}; token authorization {'on' if cfg.ts_token_auth else 'OFF'}", flush=True)
     if mode == "compose":
-        _start_torch_compose(cfg, ts_cfg)
-        started = {"pgid": None, "service": service, "profile": cfg.compose_profile,
-                   "log": f"docker compose logs {service}"}
+        started = _start_compose(cfg, service)  # healthy: /ping answers with the token
+        _copy_compose_key_file(cfg, service, ts_cfg)
     else:
         server = TorchServe(ts_cfg).start(timeout=cfg.ready_timeout_s)
         started = {"pgid": server.process.pid, "log": str(ts_cfg.log_file)}
@@ -264,8 +333,7 @@ def undeploy_one(cfg: DeployConfig, server: str) -> bool:
         return False
     record = json.loads(path.read_text(encoding="utf-8"))
     if record["mode"] == "compose":
-        _compose(dataclasses.replace(cfg, compose_profile=record.get("profile", "cpu")), "stop", record["service"],
-                 check=False)
+        _compose(cfg, "stop", record["service"], profile=record.get("profile", "cpu"))
         if record.get("key_file"):  # the copied token dies with the container; don't leave it lying around
             Path(record["key_file"]).unlink(missing_ok=True)
     elif record.get("pgid"):

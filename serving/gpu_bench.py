@@ -3,14 +3,19 @@
   python -m serving.gpu_bench [--model mobilenet] [--batch-sizes 1,2,4,...,256] [--iterations 50]
                               [--warmup 10] [--frameworks torch,tf] [--dtypes float32,float16,bfloat16]
 
+--model defaults to $MODEL, else $PROFILE, else tiny, as every serving command and make do;
+mobilenet is the GPU workload (make gpu-bench PROFILE=mobilenet).
+
 Builds the checkpoint's model in each framework that sees the GPU (the same weights the
-servers get), then times batches of 1 to 256 images in float32 and in mixed float16 and
-bfloat16 (torch.autocast; Keras's mixed_<dtype> policy), bfloat16 only where the GPU
-supports it. Each timed iteration copies the batch from host memory and the probabilities
-back, as a server must, and waits for the GPU, so a row is a ceiling a server on the same
-GPU is measured against. Writes artifacts/results/gpu-bench.json with the GPU's name,
-driver and CUDA versions, and prints a table. A benchmark prints figures; nothing here
-asserts a time.
+servers get), one framework at a time, then times batches of 1 to 256 images in float32
+and in mixed float16 and bfloat16 (torch.autocast; Keras's mixed_<dtype> policy), bfloat16
+only where the GPU supports it. Each dtype's top-1 agreement with the same framework's
+float32 predictions is recorded (float32 is always computed for it, even when not timed).
+TensorFlow allocates GPU memory as it needs it (memory growth), not all of it up front.
+Each timed iteration copies the batch from host memory and the probabilities back, as a
+server must, and waits for the GPU, so a row is a ceiling a server on the same GPU is
+measured against. Writes artifacts/results/gpu-bench.json with the GPU's name, driver and
+CUDA versions, and prints a table. A benchmark prints figures; nothing here asserts a time.
 
 On a host without a GPU it says so in one line and exits 2 (CI never needs a GPU).
 """
@@ -23,6 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import argparse  # noqa: E402
 import functools  # noqa: E402
+import gc  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -37,7 +43,8 @@ import numpy as np  # noqa: E402
 from common.environment import host_record, package_versions  # noqa: E402
 from common.errors import EXIT_USAGE, OneLineArgumentParser, run_cli  # noqa: E402
 from common.fsutil import write_results_file  # noqa: E402
-from common.paths import ArtifactPaths, default_artifacts_root  # noqa: E402
+from common.paths import ArtifactPaths, default_artifacts_root, default_model  # noqa: E402
+from training.parity import compare  # noqa: E402
 
 FRAMEWORKS = ("torch", "tf")
 DTYPES = ("float32", "float16", "bfloat16")
@@ -82,8 +89,8 @@ def _positive(text: str) -> int:
 
 def _parser() -> OneLineArgumentParser:
     parser = OneLineArgumentParser(prog="python -m serving.gpu_bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=os.environ.get("MODEL", os.environ.get("PROFILE", "mobilenet")),
-                        help="checkpoint name (default: $MODEL, else mobilenet, the documented GPU workload)")
+    parser.add_argument("--model", default=default_model(),
+                        help="checkpoint (default: $MODEL, else $PROFILE, else tiny; mobilenet is the GPU workload)")
     parser.add_argument("--batch-sizes", type=parse_batch_sizes, default=DEFAULT_BATCH_SIZES,
                         help="comma-separated (default 1,2,4,...,256)")
     parser.add_argument("--iterations", type=_positive, default=50, help="timed batches per row (default 50)")
@@ -136,10 +143,6 @@ def time_iterations(step: Callable[[], object], synchronize: Callable[[], None],
     return seconds
 
 
-def top1_agreement(probabilities: np.ndarray, reference: np.ndarray) -> float:
-    return float(np.mean(np.argmax(probabilities, axis=1) == np.argmax(reference, axis=1)))
-
-
 # -- GPU detection ----------------------------------------------------------------------------
 def torch_sees_gpu() -> bool:
     try:
@@ -164,10 +167,18 @@ def tf_sees_gpu() -> bool:
 
 def frameworks_on_gpu(wanted: tuple[str, ...]) -> list[str]:
     """The wanted frameworks that see a GPU; TensorFlow is only asked when a GPU driver is present."""
-    found = [name for name in wanted if name == "torch" and torch_sees_gpu()]
+    found = ["torch"] if "torch" in wanted and torch_sees_gpu() else []
     if "tf" in wanted and (found or _gpu_device_present()) and tf_sees_gpu():
         found.append("tf")
     return found
+
+
+def let_tf_memory_grow() -> None:
+    """TensorFlow takes GPU memory as it needs it instead of nearly all of it; before any TF op runs."""
+    import tensorflow as tf
+
+    for gpu in tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.set_memory_growth(gpu, True)
 
 
 def gpu_record(frameworks: list[str]) -> dict[str, object]:
@@ -196,25 +207,38 @@ def gpu_record(frameworks: list[str]) -> dict[str, object]:
 
 
 # -- the two frameworks -----------------------------------------------------------------------
-def _torch_runner(checkpoint, dtype: str) -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[], None]] | str:
-    """predict(host images) -> host probabilities on the GPU, and the sync; or why the dtype is skipped."""
+Predict = Callable[[np.ndarray], np.ndarray]
+Runner = tuple[Predict, Callable[[], None]]  # predict(host images) -> host probabilities; wait for the GPU
+RunnerFor = Callable[[str], Runner | str]  # dtype -> its runner, or why the dtype is skipped
+
+
+def _torch_runners(checkpoint) -> RunnerFor:
+    """One float32 torch build on the GPU (torch only, no Keras model); each dtype runs it under autocast."""
     import torch
 
-    from training.reference import build_both
+    from training.torch_model import build_torch_model
+    from training.transfer import weights_to_torch
 
-    if dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
-        return "this GPU has no bfloat16 support (torch.cuda.is_bf16_supported() is False)"
-    model = build_both(checkpoint).torch_model.to("cuda").eval()
-    autocast = torch.autocast("cuda", dtype=getattr(torch, dtype), enabled=dtype != "float32")
+    model = build_torch_model(checkpoint.spec)
+    weights_to_torch(checkpoint.weights(), model)
+    model = model.to("cuda").eval()
 
-    def predict(images: np.ndarray) -> np.ndarray:
-        with torch.inference_mode(), autocast:
-            return model(torch.from_numpy(images).to("cuda")).float().cpu().numpy()
+    def runner(dtype: str) -> Runner | str:
+        if dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
+            return "this GPU has no bfloat16 support (torch.cuda.is_bf16_supported() is False)"
+        autocast = torch.autocast("cuda", dtype=getattr(torch, dtype), enabled=dtype != "float32")
 
-    return predict, torch.cuda.synchronize
+        def predict(images: np.ndarray) -> np.ndarray:
+            with torch.inference_mode(), autocast:
+                return model(torch.from_numpy(images).to("cuda")).float().cpu().numpy()
+
+        return predict, torch.cuda.synchronize
+
+    return runner
 
 
-def _tf_runner(checkpoint, dtype: str) -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[], None]] | str:
+def _tf_runners(checkpoint) -> RunnerFor:
+    """A Keras build per dtype: a mixed-precision policy applies to the layers built while it is set."""
     import keras
     import tensorflow as tf
 
@@ -223,42 +247,57 @@ def _tf_runner(checkpoint, dtype: str) -> tuple[Callable[[np.ndarray], np.ndarra
 
     gpu = tf.config.list_physical_devices("GPU")[0]
     capability = tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0))
-    if dtype == "bfloat16" and tuple(capability) < (8, 0):
-        return f"this GPU (compute capability {capability}) has no bfloat16 tensor cores for Keras's mixed_bfloat16"
-    # A Keras policy applies to layers built while it is set; the variables stay float32.
-    keras.mixed_precision.set_global_policy("float32" if dtype == "float32" else f"mixed_{dtype}")
-    try:
-        model = build_keras_model(checkpoint.spec)
-        weights_to_keras(checkpoint.weights(), model, checkpoint.spec)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-    infer = tf.function(lambda images: model(images, training=False))
 
-    def predict(images: np.ndarray) -> np.ndarray:
-        with tf.device("/GPU:0"):
-            return tf.cast(infer(tf.constant(images)), tf.float32).numpy()  # .numpy() waits for the GPU
+    def runner(dtype: str) -> Runner | str:
+        if dtype == "bfloat16" and tuple(capability) < (8, 0):
+            return f"this GPU (compute capability {capability}) has no bfloat16 tensor cores for Keras's mixed_bfloat16"
+        keras.mixed_precision.set_global_policy("float32" if dtype == "float32" else f"mixed_{dtype}")
+        try:  # the variables stay float32 under a mixed policy
+            model = build_keras_model(checkpoint.spec)
+            weights_to_keras(checkpoint.weights(), model, checkpoint.spec)
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+        infer = tf.function(lambda images: model(images, training=False))
 
-    return predict, lambda: None
+        def predict(images: np.ndarray) -> np.ndarray:
+            with tf.device("/GPU:0"):
+                return tf.cast(infer(tf.constant(images)), tf.float32).numpy()  # .numpy() waits for the GPU
+
+        return predict, lambda: None
+
+    return runner
 
 
-RUNNERS = {"torch": _torch_runner, "tf": _tf_runner}
+RUNNERS: dict[str, Callable[[object], RunnerFor]] = {"torch": _torch_runners, "tf": _tf_runners}
+
+
+def _release_gpu_memory(framework: str) -> None:
+    """Hand torch's cached GPU memory back (its model is gone) before the next framework builds its own."""
+    if framework == "torch":
+        import torch
+
+        gc.collect()
+        torch.cuda.empty_cache()
 
 
 def bench_framework(framework: str, checkpoint, args: argparse.Namespace) -> tuple[list[Row], dict, list[dict]]:
-    """Rows for every dtype and batch size, top-1 agreement per dtype, and the dtypes skipped."""
+    """Rows for every dtype and batch size, top-1 agreement per dtype, and the dtypes skipped.
+
+    float32 is always run first: it is the reference every dtype's agreement is measured against,
+    also when only float16 or bfloat16 is timed.
+    """
+    runner_for = functools.cache(RUNNERS[framework](checkpoint))
     test_images = checkpoint.test_set()[0][:AGREEMENT_IMAGES].astype(np.float32)
+    reference = runner_for("float32")[0](test_images)
     rng = np.random.default_rng(0)
-    rows, agreement, skipped, reference = [], {}, [], None
+    rows, agreement, skipped = [], {}, []
     for dtype in args.dtypes:
-        runner = RUNNERS[framework](checkpoint, dtype)
+        runner = runner_for(dtype)
         if isinstance(runner, str):
             skipped.append({"framework": framework, "dtype": dtype, "reason": runner})
             continue
         predict, synchronize = runner
-        probabilities = predict(test_images)
-        reference = probabilities if dtype == "float32" else reference
-        if reference is not None:
-            agreement[dtype] = top1_agreement(probabilities, reference)
+        agreement[dtype] = compare(f"{framework} {dtype}", reference, predict(test_images)).top1_agreement
         for batch in args.batch_sizes:
             images = rng.random((batch, *checkpoint.spec.input_shape), dtype=np.float32)
             seconds = time_iterations(functools.partial(predict, images), synchronize, args.warmup, args.iterations)
@@ -274,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     if not frameworks:
         print(NO_GPU, file=sys.stderr)
         return EXIT_USAGE
+    if "tf" in frameworks:
+        let_tf_memory_grow()
     from training.checkpoint import load_checkpoint
 
     paths = ArtifactPaths(args.artifacts.resolve())
@@ -294,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         results["rows"] += [asdict(row) for row in rows]
         results["top1_agreement"][framework] = agreement
         results["skipped"] += skipped
+        _release_gpu_memory(framework)
     for skip in results["skipped"]:
         print(f"skipped {skip['framework']} {skip['dtype']}: {skip['reason']}")
     out = write_results_file(paths.results_dir, "gpu-bench.json", results)

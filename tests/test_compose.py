@@ -1,7 +1,8 @@
 """docker-compose.yml as a real Compose implementation resolves it, and deploy's choice of compose.
 
 `docker compose config` (Compose v2) or Debian's `docker-compose config` resolves the file
-without a Docker engine; .ci/run installs the latter. Checked on the resolved file: pinned
+without a Docker engine (static validation only: deploy needs v2 and an engine); .ci/run
+installs the latter. Checked on the resolved file: pinned
 images, loopback ports, one set of limits for both servers, the paths export writes, token
 authorization, healthchecks, the GPU reservations and the locust services.
 """
@@ -22,6 +23,7 @@ from common.errors import UsageError
 from common.paths import REPO_ROOT, ArtifactPaths
 from serving import deploy
 from serving.config import DeployConfig
+from tests.conftest import run_module
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 PROFILES = ("cpu", "gpu", "loadtest")
@@ -31,9 +33,9 @@ KNOBS = set(re.findall(r"(?<!\$)\$\{(\w+)", COMPOSE_FILE.read_text(encoding="utf
 
 
 def _compose_command() -> list[str] | None:
-    if shutil.which("docker"):
-        if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
-            return ["docker", "compose"]
+    """Compose v2 as deploy runs it, else Debian's docker-compose: either resolves the file statically."""
+    if deploy.compose_v2_installed():
+        return list(deploy.COMPOSE_V2)
     return ["docker-compose"] if shutil.which("docker-compose") else None
 
 
@@ -151,7 +153,7 @@ def _properties(path: Path) -> dict[str, str]:
     return {key.strip(): value.strip() for key, value in lines}
 
 
-def test_torchserve_runs_the_projects_config_with_token_auth_and_deploys_batching(services, monkeypatch):
+def test_torchserve_runs_the_projects_config_with_token_auth_and_deploys_batching(services, deploy_defaults):
     service = services["torchserve"]
     source, read_only = mounts(service)["/home/model-server/docker.properties"]
     assert Path(source) == REPO_ROOT / "serving/torch/docker.properties" and read_only
@@ -160,12 +162,9 @@ def test_torchserve_runs_the_projects_config_with_token_auth_and_deploys_batchin
     script = words(service["command"])
     assert service["entrypoint"] == ["/bin/bash", "-c"]  # not the image's, which adds --disable-token-auth
     assert "/home/model-server/docker.properties" in script and "disable-token-auth" not in script
-    for knob in ("TS_WORKERS", "TS_BATCH_SIZE", "TS_MAX_BATCH_DELAY_MS"):
-        monkeypatch.delenv(knob, raising=False)
-    defaults = DeployConfig()
-    assert service["environment"]["TS_WORKERS"] == str(defaults.ts_workers)
-    assert service["environment"]["TS_BATCH_SIZE"] == str(defaults.ts_batch_size)
-    assert service["environment"]["TS_MAX_BATCH_DELAY_MS"] == str(defaults.ts_max_batch_delay_ms)
+    assert service["environment"]["TS_WORKERS"] == str(deploy_defaults.ts_workers)
+    assert service["environment"]["TS_BATCH_SIZE"] == str(deploy_defaults.ts_batch_size)
+    assert service["environment"]["TS_MAX_BATCH_DELAY_MS"] == str(deploy_defaults.ts_max_batch_delay_ms)
     assert '\\"batchSize\\": $${TS_BATCH_SIZE}' in script or '\\"batchSize\\": ${TS_BATCH_SIZE}' in script
 
 
@@ -211,14 +210,31 @@ def test_loadtest_image_installs_only_the_locked_versions_it_needs():
 # -- deploy's choice of compose ----------------------------------------------------------------
 @pytest.fixture
 def cfg(tmp_path, monkeypatch) -> DeployConfig:
-    for name in ("TS_SERVER", "TS_TOKEN_AUTH", "TF_SERVER", "BIND_ADDRESS", "TS_INFERENCE_PORT"):
+    for name in ("TS_SERVER", "TS_TOKEN_AUTH", "TF_SERVER", "TF_ENABLE_BATCHING", "TF_BATCHING_FILE", "BIND_ADDRESS",
+                 "TS_INFERENCE_PORT"):
         monkeypatch.delenv(name, raising=False)
     return DeployConfig(model="tiny", artifacts=tmp_path)
 
 
-def test_without_a_docker_cli_no_engine_answers(monkeypatch):
+def test_without_a_docker_cli_neither_an_engine_nor_compose_v2_answers(monkeypatch):
     monkeypatch.setattr(deploy.shutil, "which", lambda name: None)
-    assert deploy.docker_engine_answers() is False
+    assert deploy.docker_engine_answers() is False and deploy.compose_v2_installed() is False
+    with pytest.raises(UsageError) as refused:
+        deploy.compose_command()
+    assert str(refused.value) == deploy.COMPOSE_NEEDED
+
+
+@pytest.mark.parametrize("engine, compose_v2, expected", [(True, True, ["docker", "compose"]), (False, True, None),
+                                                          (True, False, None)])
+def test_deploy_runs_compose_v2_only_with_an_engine(monkeypatch, engine, compose_v2, expected):
+    """Debian's docker-compose (v1) has no `up --wait`: it validates the file, it does not deploy."""
+    monkeypatch.setattr(deploy, "docker_engine_answers", lambda: engine)
+    monkeypatch.setattr(deploy, "compose_v2_installed", lambda: compose_v2)
+    if expected is None:
+        with pytest.raises(UsageError, match="Compose v2"):
+            deploy.compose_command()
+    else:
+        assert deploy.compose_command() == expected
 
 
 @pytest.mark.parametrize("engine, token_auth, forced, expected", [
@@ -226,15 +242,49 @@ def test_without_a_docker_cli_no_engine_answers(monkeypatch):
     (True, True, None, "compose"),
     (True, False, None, "native"),  # the compose service always has token auth on
     (True, True, "native", "native"),
-    (False, True, "compose", "compose"),
+    (True, True, "compose", "compose"),
 ])
 def test_torchserve_runs_in_compose_only_when_an_engine_answers(cfg, monkeypatch, engine, token_auth, forced,
                                                                  expected):
-    monkeypatch.setattr(deploy, "docker_engine_answers", lambda: engine)
+    monkeypatch.setattr(deploy, "compose_available", lambda: engine)
     if forced:
         cfg.ts_server = forced
     cfg.ts_token_auth = token_auth
     assert deploy.choose_torch_server(cfg) == expected
+
+
+@pytest.mark.parametrize("engine, batching, forced, expected", [
+    (False, {}, None, "dropin"),
+    (True, {}, None, "compose"),
+    (True, {"tf_enable_batching": False}, None, "dropin"),  # the compose service always batches
+    (True, {"tf_batching_file": Path("other.config")}, None, "dropin"),  # ... with serving/tf/batching.config
+    (True, {}, "dropin", "dropin"),
+    (True, {}, "compose", "compose"),
+])
+def test_tf_serving_runs_in_compose_only_when_an_engine_answers_and_the_batching_is_its_own(
+        cfg, monkeypatch, engine, batching, forced, expected):
+    monkeypatch.setattr(deploy, "compose_available", lambda: engine)
+    monkeypatch.setattr(deploy.shutil, "which", lambda name: None)  # no tensorflow_model_server either
+    cfg = dataclasses.replace(cfg, **batching, tf_server=forced or "auto")
+    assert deploy.choose_tf_server(cfg) == expected
+
+
+@pytest.mark.parametrize("knob", [{"tf_enable_batching": False}, {"tf_batching_file": Path("other.config")}])
+def test_forced_tf_compose_with_batching_the_service_lacks_is_a_usage_error(cfg, monkeypatch, knob):
+    monkeypatch.setattr(deploy, "compose_available", lambda: True)
+    with pytest.raises(UsageError, match="TF_ENABLE_BATCHING/TF_BATCHING_FILE"):
+        deploy.choose_tf_server(dataclasses.replace(cfg, **knob, tf_server="compose"))
+
+
+@pytest.mark.parametrize("variable, target", [("TF_SERVER", "tf"), ("TS_SERVER", "torch")])
+def test_forced_compose_without_an_engine_exits_2_with_one_line(tmp_path, variable, target):
+    """Through the command line users run, whatever this host has: PATH without a docker CLI."""
+    (tmp_path / "bin").mkdir()
+    done = run_module("serving", "deploy", "--target", target,
+                      env={variable: "compose", "PATH": str(tmp_path / "bin"), "ARTIFACTS": str(tmp_path)})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == f"error: {deploy.COMPOSE_NEEDED}\n" and "Traceback" not in done.stderr
+    assert not (tmp_path / "run" / f"{target}.json").exists()
 
 
 @pytest.mark.parametrize("forced, token_auth", [("kubernetes", True), ("compose", False)])
@@ -246,6 +296,10 @@ def test_impossible_torchserve_choices_are_usage_errors(tmp_path, monkeypatch, f
 
 
 def test_compose_gets_the_deploys_knobs_and_identity_names_the_pinned_image(cfg):
+    assert deploy.compose_identity("torchserve") == \
+        "official TorchServe image pytorch/torchserve:0.12.0-cpu (docker compose service torchserve)"
+    assert deploy.compose_identity("tf-serving-gpu") == \
+        "official TF Serving image tensorflow/serving:2.20.0-gpu (docker compose service tf-serving-gpu)"
     cfg.ts_inference_port = 18080
     env = deploy._compose_env(cfg)
     assert env["ARTIFACTS_DIR"] == str(cfg.paths.root) and env["MODEL"] == "tiny"

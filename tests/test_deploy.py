@@ -67,10 +67,10 @@ def test_predict_cli_classifies_an_image_file(deployed, artifacts, tmp_path):
 
 
 def test_undeploy_stops_everything_and_leaves_no_port_listening(artifacts, tmp_path):
-    # its own artifacts root, so its run directory is not the module fixture's
+    # its own artifacts root, so its run directory is not the session fixture's
     for part in ("models/tf", "checkpoints"):
         shutil.copytree(artifacts.root / part, tmp_path / part)
-    env = {"ARTIFACTS": str(tmp_path), **{v: str(free_port()) for v in PORT_VARIABLES}}
+    env = {"ARTIFACTS": str(tmp_path), "TF_SERVER": "dropin", **{v: str(free_port()) for v in PORT_VARIABLES}}
     assert run_module("serving", "deploy", "--target", "tf", env=env).returncode == 0
     assert port_open(int(env["TF_REST_PORT"]))
     done = run_module("serving", "undeploy", env=env)
@@ -81,5 +81,5 @@ def test_undeploy_stops_everything_and_leaves_no_port_listening(artifacts, tmp_p
 
 
 def test_deploy_without_exported_models_fails_clearly(tmp_path):
-    done = run_module("serving", "deploy", "--target", "tf", env={"ARTIFACTS": str(tmp_path)})
+    done = run_module("serving", "deploy", "--target", "tf", env={"ARTIFACTS": str(tmp_path), "TF_SERVER": "dropin"})
     assert done.returncode == 1 and "run 'make export' first" in done.stderr

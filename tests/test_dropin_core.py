@@ -23,14 +23,14 @@ IMAGES = np.random.default_rng(0).random((4, *SPEC.input_shape), dtype=np.float3
 
 
 @pytest.fixture
-def versions(savedmodel_versions):
-    """The two versions and each one's reference output on IMAGES."""
-    return savedmodel_versions, {v: savedmodel_versions.reference(v, IMAGES) for v in (1, 2)}
+def expected(savedmodel_versions):
+    """Each of the two versions' reference output on IMAGES."""
+    return {v: savedmodel_versions.reference(v, IMAGES) for v in (1, 2)}
 
 
-def _core_serving_version_1(versions, tmp_path, batching=None):
+def _core_serving_version_1(savedmodel_versions, tmp_path, batching=None):
     """A core polling tmp_path/tiny, where version 1 has been placed and loaded."""
-    base = versions.copy_to(tmp_path / "tiny", 1)
+    base = savedmodel_versions.copy_to(tmp_path / "tiny", 1)
     core = DropInCore([ModelConfig("tiny", base)], batching=batching)
     core.poll()
     return base, core
@@ -41,14 +41,13 @@ def _predict(core, version=None):
     return servable.version, outputs["probabilities"]
 
 
-def test_new_version_is_served_and_the_old_one_unloaded(versions, tmp_path):
-    root, expected = versions
-    base, core = _core_serving_version_1(root, tmp_path)
+def test_new_version_is_served_and_the_old_one_unloaded(savedmodel_versions, expected, tmp_path):
+    base, core = _core_serving_version_1(savedmodel_versions, tmp_path)
     version, probabilities = _predict(core)
     assert version == 1 and np.abs(probabilities - expected[1]).max() <= 1e-5
     in_flight = core.manager.servable("tiny")  # a request that started on version 1
 
-    root.copy_to(base, 2)
+    savedmodel_versions.copy_to(base, 2)
     core.poll()
     version, probabilities = _predict(core)
     assert version == 2 and np.abs(probabilities - expected[2]).max() <= 1e-5
@@ -59,9 +58,8 @@ def test_new_version_is_served_and_the_old_one_unloaded(versions, tmp_path):
     assert np.abs(in_flight.run("serving_default", {"images": IMAGES})["probabilities"] - expected[1]).max() <= 1e-5
 
 
-def test_a_version_that_fails_to_load_leaves_the_serving_one_in_place(versions, tmp_path):
-    root, expected = versions
-    base, core = _core_serving_version_1(root, tmp_path)
+def test_a_version_that_fails_to_load_leaves_the_serving_one_in_place(savedmodel_versions, expected, tmp_path):
+    base, core = _core_serving_version_1(savedmodel_versions, tmp_path)
     (base / "3").mkdir()
     (base / "3" / "saved_model.pb").write_bytes(b"this is not a SavedModel")
     core.poll()
@@ -71,12 +69,11 @@ def test_a_version_that_fails_to_load_leaves_the_serving_one_in_place(versions, 
     assert broken.state == "END" and broken.error_code != "OK" and "load failed" in broken.error_message
 
 
-def test_batching_merges_concurrent_requests(versions, tmp_path):
+def test_batching_merges_concurrent_requests(savedmodel_versions, expected, tmp_path):
     from serving.tf.dropin.config import BatchingParameters
 
-    root, expected = versions
-    _, core = _core_serving_version_1(root, tmp_path, BatchingParameters(max_batch_size=64,
-                                                                         batch_timeout_micros=200_000))
+    batching = BatchingParameters(max_batch_size=64, batch_timeout_micros=200_000)
+    _, core = _core_serving_version_1(savedmodel_versions, tmp_path, batching)
     results, barrier = [None] * 16, threading.Barrier(16)
 
     def one(index):
@@ -94,11 +91,10 @@ def test_batching_merges_concurrent_requests(versions, tmp_path):
         assert np.abs(outputs["probabilities"][0] - expected[1][index % 4]).max() <= 1e-5
 
 
-def test_batching_refuses_a_request_larger_than_max_batch_size(versions, tmp_path):
+def test_batching_refuses_a_request_larger_than_max_batch_size(savedmodel_versions, tmp_path):
     from serving.tf.dropin.config import BatchingParameters
 
-    root, _ = versions
-    _, core = _core_serving_version_1(root, tmp_path, BatchingParameters(max_batch_size=2))
+    _, core = _core_serving_version_1(savedmodel_versions, tmp_path, BatchingParameters(max_batch_size=2))
     with pytest.raises(InvalidArgument, match="larger than maximum batch size 2"):
         core.predict(ModelRef("tiny"), {"images": IMAGES})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,12 +12,12 @@ from serving import gpu_bench
 from tests.conftest import run_module
 
 
-def test_without_a_gpu_it_says_so_in_one_line_and_exits_2(monkeypatch):
+def test_without_a_gpu_it_says_so_in_one_line_and_exits_2():
     if gpu_bench.torch_sees_gpu():
         pytest.skip("this host has a GPU")
     done = run_module("serving.gpu_bench", "--model", "tiny")
     assert done.returncode == 2
-    assert done.stderr.strip() == gpu_bench.NO_GPU and "no GPU" in done.stderr
+    assert done.stderr.strip() == gpu_bench.NO_GPU
     assert done.stdout == ""
 
 
@@ -65,10 +66,54 @@ def test_timing_counts_only_the_timed_iterations_and_drains_the_device_each_time
     assert calls == {"step": 8, "sync": 6}
 
 
-def test_top1_agreement_compares_argmax():
-    reference = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
-    assert gpu_bench.top1_agreement(reference[:, ::-1], reference) == 0.0
-    assert gpu_bench.top1_agreement(reference + 0.05, reference) == 1.0
+# Four 1x1x1 test images; the spec's input shape is all bench_framework reads besides them.
+FAKE_CHECKPOINT = SimpleNamespace(spec=SimpleNamespace(input_shape=(1, 1, 1)),
+                                  test_set=lambda: (np.zeros((4, 1, 1, 1), dtype=np.float32), np.zeros(4)))
+
+
+REFERENCE = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+
+
+def fake_runners(built: list[str]):
+    """float32 answers REFERENCE; float16 flips the last image's class; bfloat16 is unsupported."""
+    def runner(dtype: str):
+        built.append(dtype)
+        if dtype == "bfloat16":
+            return "no bfloat16 here"
+        answer = REFERENCE.copy()
+        if dtype == "float16":
+            answer[3] = answer[3, ::-1]
+        return (lambda images: answer[:len(images)]), (lambda: None)
+    return lambda checkpoint: runner
+
+
+def test_agreement_is_against_float32_even_when_only_other_dtypes_are_timed(monkeypatch):
+    built = []
+    monkeypatch.setitem(gpu_bench.RUNNERS, "torch", fake_runners(built))
+    args = argparse.Namespace(dtypes=("float16", "bfloat16"), batch_sizes=(1, 2), warmup=1, iterations=2)
+    rows, agreement, skipped = gpu_bench.bench_framework("torch", FAKE_CHECKPOINT, args)
+    assert built == ["float32", "float16", "bfloat16"]  # float32 first, each dtype built once
+    assert agreement == {"float16": 0.75}
+    assert [(row.dtype, row.batch_size) for row in rows] == [("float16", 1), ("float16", 2)]
+    assert skipped == [{"framework": "torch", "dtype": "bfloat16", "reason": "no bfloat16 here"}]
+
+
+def test_float32_is_built_once_and_agrees_with_itself(monkeypatch):
+    built = []
+    monkeypatch.setitem(gpu_bench.RUNNERS, "tf", fake_runners(built))
+    args = argparse.Namespace(dtypes=("float32", "float16"), batch_sizes=(4,), warmup=1, iterations=1)
+    _, agreement, _ = gpu_bench.bench_framework("tf", FAKE_CHECKPOINT, args)
+    assert built == ["float32", "float16"] and agreement == {"float32": 1.0, "float16": 0.75}
+
+
+def test_model_defaults_to_model_then_profile_then_tiny_as_make_does(monkeypatch):
+    for name in ("MODEL", "PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    assert gpu_bench._parser().parse_args([]).model == "tiny"
+    monkeypatch.setenv("PROFILE", "mobilenet")
+    assert gpu_bench._parser().parse_args([]).model == "mobilenet"
+    monkeypatch.setenv("MODEL", "tiny-tf")
+    assert gpu_bench._parser().parse_args([]).model == "tiny-tf"
 
 
 def test_tensorflow_is_only_asked_when_a_gpu_driver_is_present(monkeypatch):

@@ -55,12 +55,27 @@ def test_both_ask_for_the_same_resources_and_autoscaling():
     assert tf["scaleMetric"] in ("concurrency", "rps", "cpu", "memory")
 
 
-def test_torchserve_config_for_kserve_loads_the_model_with_deploys_batching_and_no_envelope():
+def _kserve_properties() -> dict[str, str]:
+    """config.properties as envsubst '$MODEL $MODEL_VERSION' fills it (tiny, 1)."""
     text = (KSERVE / "config.properties").read_text(encoding="utf-8")
     filled = text.replace("${MODEL}", "tiny").replace("${MODEL_VERSION}", "1")
-    properties = dict(line.split("=", 1) for line in filled.splitlines() if "=" in line and not line.startswith("#"))
-    snapshot = yaml.safe_load(properties["model_snapshot"])  # JSON is YAML
-    assert snapshot["models"]["tiny"]["1"]["marName"] == "tiny.mar"
-    assert (snapshot["models"]["tiny"]["1"]["batchSize"], snapshot["models"]["tiny"]["1"]["maxBatchDelay"]) == (8, 5)
-    assert properties["model_store"] == "/mnt/models/model-store"
+    return dict(line.split("=", 1) for line in filled.splitlines() if "=" in line and not line.startswith("#"))
+
+
+def test_torchserve_config_for_kserve_loads_the_model_with_deploys_batching_and_no_envelope(deploy_defaults):
+    properties = _kserve_properties()
+    model = yaml.safe_load(properties["model_snapshot"])["models"]["tiny"]["1"]  # JSON is YAML
+    assert model["marName"] == "tiny.mar"
+    assert (model["minWorkers"], model["maxWorkers"], model["batchSize"], model["maxBatchDelay"]) == (
+        deploy_defaults.ts_workers, deploy_defaults.ts_workers, deploy_defaults.ts_batch_size,
+        deploy_defaults.ts_max_batch_delay_ms)
     assert properties["enable_envvars_config"] == "false" and "service_envelope" not in properties
+
+
+def test_torchserve_for_kserve_only_loads_archives_from_the_mounted_model_store():
+    properties = _kserve_properties()
+    # KServe's storage initializer puts STORAGE_URI/torch at /mnt/models; the manifest's storageUri is that
+    assert manifest("torchserve")["spec"]["predictor"]["pytorch"]["storageUri"].endswith("/torch")
+    assert properties["model_store"] == "/mnt/models/model-store"
+    assert properties["allowed_urls"] == "file:///mnt/models/model-store/.*"
+    assert properties["enable_model_api"] == "false"

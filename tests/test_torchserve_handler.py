@@ -1,8 +1,12 @@
 """The .mar in the real TorchServe: TF Serving's REST body in, predictions out, bad input 400."""
 
 import http.client
+import http.server
 import json
 import socket
+import subprocess
+import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -105,12 +109,37 @@ def test_a_body_over_the_size_limit_gets_413_and_the_server_keeps_serving(torchs
     assert status == 200 and np.argmax(answer["predictions"], 1).tolist() == reference[:1].argmax(1).tolist()
 
 
-def test_free_ports_avoid_the_ephemeral_range_and_never_repeat():
-    """Outgoing connections take ephemeral ports; a server port picked there can be stolen before it is bound."""
-    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-    ports = [free_port() for _ in range(50)]
-    assert len(set(ports)) == len(ports)
-    assert all(1024 <= port < low for port in ports)
+class _Refusing(http.server.BaseHTTPRequestHandler):
+    """A management API that refuses every request as TorchServe does a bad token (a multi-line JSON body)."""
+
+    def do_GET(self):
+        body = b'{\n  "code": 401,\n  "type": "InvalidKeyException",\n  "message": "Token Authorization failed"\n}'
+        self.send_response(401)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_refused_management_request_fails_at_once_instead_of_waiting_out_the_timeout(tmp_path):
+    management = http.server.HTTPServer(("127.0.0.1", free_port()), _Refusing)
+    threading.Thread(target=management.serve_forever, daemon=True).start()
+    config = TorchServeConfig(model_store=tmp_path, models=["tiny"], run_dir=tmp_path, token_auth=False,
+                              management_port=management.server_port)
+    server = TorchServe(config)
+    server.process = subprocess.Popen(["sleep", "60"])  # a live process, as while TorchServe starts
+    started = time.monotonic()
+    try:
+        with pytest.raises(ServerError, match="HTTP 401 .*Token Authorization failed"):
+            server._workers_ready("tiny", timeout=60)
+    finally:
+        server.process.kill()
+        server.process.wait()
+        management.shutdown()
+        management.server_close()
+    assert time.monotonic() - started < 10
 
 
 def test_a_taken_port_fails_start_with_the_port_named_and_nothing_left_running(artifacts, tmp_path):

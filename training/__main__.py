@@ -17,7 +17,7 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from common.errors import OneLineArgumentParser, run_cli  # noqa: E402
-from common.paths import default_artifacts_root  # noqa: E402
+from common.paths import default_artifacts_root, default_model  # noqa: E402
 from training.parity import FLOAT_TOLERANCE  # noqa: E402
 
 
@@ -40,7 +40,7 @@ def _parser() -> OneLineArgumentParser:
     train.add_argument("--max-train-images", type=int, help="train on at most this many images")
 
     export = commands.add_parser("export", help="export SavedModel, .mar and TFLite, gated on parity")
-    export.add_argument("--model", default=os.environ.get("MODEL", os.environ.get("PROFILE", "tiny")),
+    export.add_argument("--model", default=default_model(),
                         help="model name of the checkpoint to export (default: the profile)")
     export.add_argument("--version", type=int, default=1, help="TF Serving version directory (default 1)")
     export.add_argument("--max-batch", type=int, default=256, help="largest batch the servers accept")

@@ -191,16 +191,25 @@ class TorchServe:
         deadline = time.monotonic() + timeout
         url = f"http://127.0.0.1:{self.config.management_port}/models/{name}"
         while time.monotonic() < deadline and self.process.poll() is None:
-            request = urllib.request.Request(url, headers=self.auth_headers("management"))
-            try:
-                with urllib.request.urlopen(request, timeout=5) as response:
-                    workers = json.load(response)[0].get("workers", [])
-            except (urllib.error.URLError, OSError, ValueError, IndexError):
-                workers = []  # not answering (yet, or it is going down): the loop re-checks the process
+            workers = self._model_workers(url)
             if workers and all(worker.get("status") == "READY" for worker in workers):
                 return True
             time.sleep(0.5)
         return False
+
+    def _model_workers(self, url: str) -> list[dict]:
+        """The model's workers from the management API, [] while it does not answer; a 4xx is a ServerError."""
+        request = urllib.request.Request(url, headers=self.auth_headers("management"))
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return json.load(response)[0].get("workers", [])
+        except urllib.error.HTTPError as error:
+            if 400 <= error.code < 500:  # a refused token or request: waiting will not change the answer
+                body = " ".join(error.read().decode("utf-8", "replace").split())
+                raise ServerError(f"TorchServe refused {url}: HTTP {error.code} {body}") from None
+            return []
+        except (OSError, ValueError, IndexError):
+            return []  # not answering (yet, or it is going down): the caller re-checks the process
 
     def auth_headers(self, api: str = "inference") -> dict[str, str]:
         if not self.config.token_auth:
