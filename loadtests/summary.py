@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -24,15 +25,20 @@ def schema(name: str) -> dict:
     return json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text(encoding="utf-8"))
 
 
-def validate(document: dict, name: str = "summary") -> None:
-    """Raise jsonschema.ValidationError if `document` breaks loadtests/schemas/<name>.schema.json."""
+@functools.cache
+def validator(name: str):
+    """A jsonschema validator for loadtests/schemas/<name>.schema.json (the sweep's refers to the summary's)."""
     import jsonschema
     from referencing import Registry, Resource
 
-    schemas = {f"{n}.schema.json": schema(n) for n in ("summary", "sweep")}
-    registry = Registry().with_resources(
-        (key, Resource.from_contents(value)) for key, value in schemas.items())
-    jsonschema.Draft202012Validator(schemas[f"{name}.schema.json"], registry=registry).validate(document)
+    schemas = [schema(n) for n in ("summary", "sweep")]
+    registry = Registry().with_resources((s["$id"], Resource.from_contents(s)) for s in schemas)
+    return jsonschema.Draft202012Validator(schema(name), registry=registry)
+
+
+def validate(document: dict, name: str = "summary") -> None:
+    """Raise jsonschema.ValidationError if `document` breaks loadtests/schemas/<name>.schema.json."""
+    validator(name).validate(document)
 
 
 def write(path: Path, document: dict, name: str = "summary") -> Path:

@@ -10,20 +10,16 @@ import hashlib
 import json
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from referencing import Registry, Resource
-
-from common.paths import REPO_ROOT, ArtifactPaths
+from common.paths import ArtifactPaths
 from edge.evaluate import EdgeResult
+from loadtests.summary import validator
 from serving.gpu_bench import Row as GpuRow
 
-SCHEMA_DIR = REPO_ROOT / "loadtests" / "schemas"
-SUMMARY_SCHEMA_ID = "loadtests/summary.schema.json"
-SWEEP_SCHEMA_ID = "loadtests/sweep.schema.json"
+SUMMARY_SCHEMA_ID = "summary"  # loadtests/schemas/<name>.schema.json, validated by loadtests.summary
+SWEEP_SCHEMA_ID = "sweep"
 
 
 @dataclass(frozen=True)
@@ -71,18 +67,9 @@ class Results:
         return bool(self.sweeps or self.summaries or self.edge or self.gpu)
 
 
-@cache
-def _validators() -> dict[str, Draft202012Validator]:
-    schemas = {schema_id: json.loads((SCHEMA_DIR / schema_id.rsplit("/", 1)[1]).read_text(encoding="utf-8"))
-               for schema_id in (SUMMARY_SCHEMA_ID, SWEEP_SCHEMA_ID)}
-    # The sweep schema refers to "summary.schema.json#/$defs/..." relative to its own $id.
-    registry = Registry().with_resources((sid, Resource.from_contents(s)) for sid, s in schemas.items())
-    return {sid: Draft202012Validator(schema, registry=registry) for sid, schema in schemas.items()}
-
-
 def schema_errors(data: Any, schema_id: str) -> list[str]:
     """Every way `data` breaks the schema, as 'at <json path>: <message>' lines (empty when valid)."""
-    errors = sorted(_validators()[schema_id].iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
+    errors = sorted(validator(schema_id).iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
     return [f"at {e.json_path}: {e.message}" for e in errors]
 
 
