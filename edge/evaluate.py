@@ -7,7 +7,7 @@ counted. Figures hold only for the machine they were measured on.
 
 from __future__ import annotations
 
-import time
+import itertools
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from importlib import metadata
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.timing import time_calls
 from training.parity import FLOAT_TOLERANCE, ParityReport, accuracy, check, compare
 
 ACCURACY_FLAG_POINTS = 1.0  # quantized formats losing more than this many points are flagged
@@ -50,15 +51,10 @@ class EdgeResult:
 
 def latency_ms(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> tuple[float, float]:
     """Single-image latency p50 and p99 in ms over LATENCY_RUNS calls, after LATENCY_WARMUP uncounted ones."""
-    for index in range(LATENCY_WARMUP):
-        predict(images[index % len(images)][None])
-    times = []
-    for index in range(LATENCY_RUNS):
-        image = images[index % len(images)][None]
-        started = time.perf_counter()
-        predict(image)
-        times.append((time.perf_counter() - started) * 1e3)
-    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+    singles = itertools.cycle([images[i:i + 1] for i in range(len(images))])  # sliced before timing
+    seconds = time_calls(lambda: predict(next(singles)), LATENCY_WARMUP, LATENCY_RUNS)
+    p50, p99 = np.percentile(np.asarray(seconds) * 1e3, [50, 99])
+    return float(p50), float(p99)
 
 
 def predict_all(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> np.ndarray:

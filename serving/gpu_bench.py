@@ -32,7 +32,6 @@ import gc  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 from collections.abc import Callable, Iterable  # noqa: E402
 from dataclasses import asdict, dataclass  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
@@ -44,6 +43,7 @@ from common.environment import host_record, package_versions  # noqa: E402
 from common.errors import EXIT_USAGE, OneLineArgumentParser, run_cli  # noqa: E402
 from common.fsutil import write_results_file  # noqa: E402
 from common.paths import ArtifactPaths, default_artifacts_root, default_model  # noqa: E402
+from common.timing import time_calls  # noqa: E402
 from training.parity import compare  # noqa: E402
 
 FRAMEWORKS = ("torch", "tf")
@@ -126,21 +126,6 @@ def format_table(rows: Iterable[Row]) -> str:
     lines += [f"{r.framework:<10}{r.dtype:<10}{r.batch_size:>6}{r.images_per_s:>12,.1f}{r.p50_ms:>10.3f}"
               f"{r.p99_ms:>10.3f}" for r in rows]
     return "\n".join(lines)
-
-
-def time_iterations(step: Callable[[], object], synchronize: Callable[[], None], warmup: int,
-                    iterations: int) -> list[float]:
-    """Wall time of each of `iterations` calls after `warmup` untimed ones, the device drained each time."""
-    for _ in range(warmup):
-        step()
-    synchronize()
-    seconds = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        step()
-        synchronize()
-        seconds.append(time.perf_counter() - start)
-    return seconds
 
 
 # -- GPU detection ----------------------------------------------------------------------------
@@ -300,7 +285,7 @@ def bench_framework(framework: str, checkpoint, args: argparse.Namespace) -> tup
         agreement[dtype] = compare(f"{framework} {dtype}", reference, predict(test_images)).top1_agreement
         for batch in args.batch_sizes:
             images = rng.random((batch, *checkpoint.spec.input_shape), dtype=np.float32)
-            seconds = time_iterations(functools.partial(predict, images), synchronize, args.warmup, args.iterations)
+            seconds = time_calls(functools.partial(predict, images), args.warmup, args.iterations, synchronize)
             rows.append(summarize(framework, dtype, batch, seconds))
             print(format_table([rows[-1]]).splitlines()[1], flush=True)
     return rows, agreement, skipped

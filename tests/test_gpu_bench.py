@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from common.timing import time_calls
 from serving import gpu_bench
 from tests.conftest import run_module
 
@@ -60,8 +61,8 @@ def test_table_has_one_aligned_line_per_row():
 
 def test_timing_counts_only_the_timed_iterations_and_drains_the_device_each_time():
     calls = {"step": 0, "sync": 0}
-    seconds = gpu_bench.time_iterations(lambda: calls.__setitem__("step", calls["step"] + 1),
-                                        lambda: calls.__setitem__("sync", calls["sync"] + 1), warmup=3, iterations=5)
+    seconds = time_calls(lambda: calls.__setitem__("step", calls["step"] + 1), warmup=3, iterations=5,
+                         synchronize=lambda: calls.__setitem__("sync", calls["sync"] + 1))
     assert len(seconds) == 5 and all(s >= 0 for s in seconds)
     assert calls == {"step": 8, "sync": 6}
 
