@@ -1,7 +1,8 @@
 # A thin, documented layer over the Python entry points. `make help` lists every target.
-# Knobs: PROFILE=tiny|mobilenet  TRAINER=torch|tf  ARTIFACTS=dir  PYTHON=python3.11
+# Knobs: PROFILE=tiny|mobilenet  TRAINER=torch|tf  ARTIFACTS=dir  PYTHON=python3.11  PREREQS=check
 
-PYTHON   ?= python3
+# Recursively expanded: looked up when used, so a python3.11 that `make prereqs` just installed is found.
+PYTHON   ?= $(shell command -v python3.11 2>/dev/null || echo python3)
 VENV     ?= .venv
 PY       := $(VENV)/bin/python
 PROFILE  ?= tiny
@@ -16,18 +17,20 @@ EXPORTED   := $(ARTIFACTS)/models/torch/$(MODEL).mar
 export PROFILE TRAINER MODEL ARTIFACTS
 
 .DEFAULT_GOAL := help
-.PHONY: help setup protos train export deploy deploy-tf deploy-torch smoke undeploy status predict edge bench-batching \
+.PHONY: help prereqs setup protos train export deploy deploy-tf deploy-torch smoke undeploy status predict edge bench-batching \
         loadtest sweep loadtest-distributed demo test lint clean
 
 help: ## List every target with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-21s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-setup: $(STAMP) ## Create .venv from requirements.lock (does nothing when it is up to date)
+prereqs: ## Check Python 3.11, venv, Java 17+, chromium, Compose; install missing ones with apt-get (as root)
+	@PYTHON=$(PYTHON) bash scripts/prereqs.sh
 
-$(STAMP): requirements.lock
+setup: prereqs $(STAMP) ## prereqs, then .venv from requirements.lock (does nothing when it is up to date)
+
+$(STAMP): requirements.lock scripts/install_lock.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) scripts/install_lock.py requirements.lock
 	@touch $@
 	@echo "setup: $(VENV) matches requirements.lock"
 

@@ -6,6 +6,8 @@ import os
 import platform
 from importlib import metadata
 
+from common.cpus import PINNING_AVAILABLE, available_cpus
+
 # The packages whose versions can change a number this project reports.
 TRACKED_PACKAGES = (
     "torch",
@@ -47,7 +49,7 @@ def cpu_model() -> str:
 
 def host_record() -> dict[str, object]:
     """Hardware and OS facts that hold for every figure measured in this process."""
-    affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    affinity = available_cpus() if PINNING_AVAILABLE else None
     return {
         "cpu_model": cpu_model(),
         "logical_cpus": os.cpu_count(),

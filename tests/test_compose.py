@@ -1,7 +1,7 @@
 """docker-compose.yml as a real Compose implementation resolves it, and deploy's choice of compose.
 
 `docker compose config` (Compose v2) or Debian's `docker-compose config` resolves the file
-without a Docker engine (static validation only: deploy needs v2 and an engine); .ci/run
+without a Docker engine (static validation only: deploy needs v2 and an engine); `make prereqs`
 installs the latter. Checked on the resolved file: pinned
 images, loopback ports, one set of limits for both servers, the paths export writes, token
 authorization, healthchecks, the GPU reservations and the locust services.
@@ -43,8 +43,8 @@ def resolve(**variables: str) -> dict:
     """The file as Compose resolves it with every profile on and only `variables` set."""
     command = _compose_command()
     if command is None:
-        pytest.skip("no Compose implementation: neither `docker compose` nor `docker-compose` is installed "
-                    "(.ci/run installs Debian's docker-compose)")
+        pytest.fail("no Compose implementation: neither `docker compose` nor `docker-compose` is installed "
+                    "(`make prereqs` installs Debian's docker-compose)")
     env = {name: value for name, value in os.environ.items() if name not in KNOBS} | variables
     profiles = [arg for profile in PROFILES for arg in ("--profile", profile)]
     done = subprocess.run([*command, "-f", str(COMPOSE_FILE), *profiles, "config"], cwd=REPO_ROOT, env=env,

@@ -6,6 +6,8 @@ few seconds and assert behaviour, never speed.
 
 import json
 import os
+import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 
 from common.cpus import default_server_cpus, parse_server_cpus
 from common.errors import UsageError
+from common.paths import REPO_ROOT
 from common.procs import free_port
 from loadtests import payloads, summary
 from loadtests.config import RunConfig
@@ -278,6 +281,29 @@ def test_cpu_plans_keep_generator_and_servers_apart():
     assert not plan_cpus([None, None], available=[0, 1]).applied
     assert not plan_cpus([[0, 1], [0, 1]], available=[0, 1]).applied  # nothing left for the generator
     assert "WARNING" in plan_cpus([[1], [2]], available=[0, 1, 2, 3]).note
+
+
+WITHOUT_AFFINITY = """
+import os
+import subprocess
+import sys
+del os.sched_getaffinity, os.sched_setaffinity  # as on macOS
+from common.cpus import available_cpus, parse_server_cpus, pin_self
+from common.environment import host_record
+from loadtests.pinning import plan_cpus
+pin_self([0])
+print(available_cpus() == list(range(os.cpu_count())), parse_server_cpus("auto"), parse_server_cpus("1"),
+      host_record()["cpu_affinity"], plan_cpus([None, None]).applied)
+"""
+
+
+def test_without_sched_affinity_nothing_is_pinned_and_a_line_says_so():
+    done = subprocess.run([sys.executable, "-c", WITHOUT_AFFINITY], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "None", "None", "None", "False"]
+    said = [line for line in done.stderr.splitlines() if line.startswith("cpus:")]
+    assert len(said) == 1 and "not pinned" in said[0]  # once, not once per call
 
 
 def test_the_in_process_ceiling_runs_the_served_model(artifacts):

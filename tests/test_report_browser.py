@@ -1,4 +1,4 @@
-"""The report renders in headless Chromium (Debian's `chromium`; .ci/run installs it) with visible plots.
+"""The report renders in headless Chromium (Debian's `chromium`; `make prereqs` installs it) with visible plots.
 
 A screenshot of the page proves it renders; a second page lays every embedded plot out at a
 known place, so each one's pixels can be checked for content, with blank gaps in between
@@ -32,7 +32,7 @@ def page(tmp_path_factory) -> Path:
 
 def screenshot(html: Path, width: int, height: int, tmp_path: Path) -> np.ndarray:
     chromium = shutil.which("chromium")
-    assert chromium, "Debian's chromium is needed (apt-get install chromium; .ci/run installs it)"
+    assert chromium, "Debian's chromium is needed (`make prereqs` installs it: apt-get install chromium)"
     shot = tmp_path / f"{html.stem}.png"
     result = subprocess.run(
         [chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}",

@@ -35,8 +35,10 @@ def _parser() -> OneLineArgumentParser:
     train.add_argument("--model-name", help="name of the model in every artifact (default: the profile)")
     train.add_argument("--epochs", type=int, help="epochs (default per profile: tiny 20, mobilenet 1)")
     train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--learning-rate", type=float, default=2e-3)
+    train.add_argument("--learning-rate", type=float, default=2e-3, help="peak of the cosine schedule")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--max-shift", type=int, default=2,
+                       help="augmentation: pixels a training batch may move each way (0: none)")
     train.add_argument("--max-train-images", type=int, help="train on at most this many images")
 
     export = commands.add_parser("export", help="export SavedModel, .mar and TFLite, gated on parity")
@@ -58,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         get_spec(args.profile)
         cfg = TrainConfig(profile=args.profile, trainer=args.trainer, data=args.data, model_name=args.model_name,
                           epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                          seed=args.seed, max_train_images=args.max_train_images, artifacts=args.artifacts)
+                          seed=args.seed, max_shift=args.max_shift, max_train_images=args.max_train_images,
+                          artifacts=args.artifacts)
         run_training(cfg)
         return 0
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from common.errors import UsageError
 from common.paths import ArtifactPaths, default_artifacts_root
 from training.parity import FLOAT_TOLERANCE
+from training.recipe import Recipe
 
 TRAINERS = ("torch", "tf")
 
@@ -28,8 +29,9 @@ class TrainConfig:
     model_name: str | None = None  # defaults to the profile name
     epochs: int | None = None  # defaults per profile
     batch_size: int = 32
-    learning_rate: float = 2e-3
+    learning_rate: float = 2e-3  # peak of the cosine schedule
     seed: int = 0
+    max_shift: int = 2  # augmentation: a training batch moves up to this many pixels each way
     max_train_images: int | None = None
     artifacts: Path = field(default_factory=default_artifacts_root)
 
@@ -42,8 +44,14 @@ class TrainConfig:
             self.max_train_images = defaults["max_train_images"]
         if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
             raise UsageError("epochs and batch size must be at least 1 and the learning rate positive")
+        if self.max_shift < 0:
+            raise UsageError("max shift must be 0 (no augmentation) or a positive number of pixels")
         self.model_name = self.model_name or self.profile
         self.artifacts = Path(self.artifacts)
+
+    @property
+    def recipe(self) -> Recipe:
+        return Recipe(self.epochs, self.batch_size, self.learning_rate, self.seed, self.max_shift)
 
     @property
     def trained_briefly(self) -> bool:

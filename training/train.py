@@ -29,12 +29,11 @@ def _limit_training_images(data: Dataset, limit: int | None, seed: int) -> Datas
 def _train(cfg: TrainConfig, data: Dataset):
     spec = get_spec(cfg.profile).with_input(data.x_train.shape[1:], len(data.labels))
     log_dir = cfg.paths.tensorboard_dir(cfg.model_name, cfg.trainer)
-    args = (spec, data, cfg.epochs, cfg.batch_size, cfg.learning_rate, cfg.seed, log_dir)
     if cfg.trainer == "torch":
         from training.train_torch import train_torch
-        return spec, *train_torch(*args)
+        return spec, *train_torch(spec, data, cfg.recipe, log_dir)
     from training.train_tf import train_tf
-    return spec, *train_tf(*args)
+    return spec, *train_tf(spec, data, cfg.recipe, log_dir)
 
 
 def run_training(cfg: TrainConfig) -> Checkpoint:
@@ -59,7 +58,8 @@ def run_training(cfg: TrainConfig) -> Checkpoint:
             "normalization": data.normalization, "input_shape": list(spec.input_shape),
             "multiply_accumulates": spec.multiply_accumulates(),
             "seed": cfg.seed, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
-            "learning_rate": cfg.learning_rate, "train_images": int(len(data.y_train)),
+            "learning_rate": cfg.learning_rate, "learning_rate_schedule": "cosine decay to 0",
+            "max_shift": cfg.max_shift, "train_images": int(len(data.y_train)),
             "trained_briefly": cfg.trained_briefly, "train_seconds": round(train_seconds, 2),
             "history": history, "tools": package_versions(), "host": host_record(),
         }

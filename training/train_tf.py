@@ -11,27 +11,10 @@ import tensorflow as tf
 
 from training.data import Dataset
 from training.keras_model import build_keras_model, keras_logits_model
+from training.parity import accuracy
+from training.recipe import Recipe, epoch_line, shifted_batches
 from training.spec import ModelSpec
 from training.transfer import Weights, weights_from_keras
-
-
-class _EpochPrinter(keras.callbacks.Callback):
-    """One line per epoch, in the same shape as the PyTorch trainer's."""
-
-    def __init__(self, epochs: int, history: list[dict]) -> None:
-        super().__init__()
-        self.epochs, self.history, self.started = epochs, history, 0.0
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.started = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        logs = logs or {}
-        row = {"epoch": epoch + 1, "loss": float(logs["loss"]),
-               "val_accuracy": float(logs["val_accuracy"]), "seconds": time.perf_counter() - self.started}
-        self.history.append(row)
-        print(f"[tf] epoch {row['epoch']}/{self.epochs}  loss {row['loss']:.4f}  "
-              f"val_accuracy {row['val_accuracy']:.4f}  {row['seconds']:.1f}s", flush=True)
 
 
 def predict_keras(model: keras.Model, images: np.ndarray, batch: int = 256) -> np.ndarray:
@@ -40,18 +23,29 @@ def predict_keras(model: keras.Model, images: np.ndarray, batch: int = 256) -> n
                            for i in range(0, len(images), batch)])
 
 
-def train_tf(spec: ModelSpec, data: Dataset, epochs: int, batch_size: int, learning_rate: float,
-             seed: int, log_dir: Path) -> tuple[Weights, list[dict]]:
+def train_tf(spec: ModelSpec, data: Dataset, recipe: Recipe, log_dir: Path) -> tuple[Weights, list[dict]]:
     """Train and return the weights (neutral layout) and one history row per epoch."""
-    keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(recipe.seed)
     tf.config.experimental.enable_op_determinism()
     model = build_keras_model(spec)
     trainable = keras_logits_model(model)
-    trainable.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"])
+    schedule = keras.optimizers.schedules.CosineDecay(recipe.learning_rate, recipe.total_steps(len(data.y_train)))
+    trainable.compile(optimizer=keras.optimizers.Adam(schedule),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    batch_rng = np.random.default_rng(recipe.seed)
     history: list[dict] = []
-    trainable.fit(data.x_train, data.y_train, batch_size=batch_size, epochs=epochs, shuffle=True,
-                  validation_data=(data.x_val, data.y_val), verbose=0,
-                  callbacks=[keras.callbacks.TensorBoard(str(log_dir)), _EpochPrinter(epochs, history)])
+    writer = tf.summary.create_file_writer(str(log_dir))
+    for epoch in range(1, recipe.epochs + 1):
+        started = time.perf_counter()
+        losses = [trainable.train_on_batch(images, labels, return_dict=True)["loss"]
+                  for images, labels in shifted_batches(data.x_train, data.y_train, recipe, batch_rng)]
+        row = {"epoch": epoch, "loss": float(np.mean(losses)),
+               "val_accuracy": accuracy(predict_keras(model, data.x_val), data.y_val),
+               "seconds": time.perf_counter() - started}
+        history.append(row)
+        with writer.as_default():
+            tf.summary.scalar("loss/train", row["loss"], step=epoch)
+            tf.summary.scalar("accuracy/validation", row["val_accuracy"], step=epoch)
+        print(epoch_line("tf", row, recipe.epochs), flush=True)
+    writer.close()
     return weights_from_keras(model, spec), history

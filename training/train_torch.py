@@ -12,6 +12,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from training.data import Dataset
 from training.parity import accuracy
+from training.recipe import Recipe, epoch_line, shifted_batches
 from training.spec import ModelSpec
 from training.torch_model import build_torch_model
 from training.transfer import Weights, weights_from_torch
@@ -29,29 +30,26 @@ def predict_torch(model: torch.nn.Module, images: np.ndarray, batch: int = 256) 
     return np.concatenate(parts)
 
 
-def train_torch(spec: ModelSpec, data: Dataset, epochs: int, batch_size: int, learning_rate: float,
-                seed: int, log_dir: Path) -> tuple[Weights, list[dict]]:
+def train_torch(spec: ModelSpec, data: Dataset, recipe: Recipe, log_dir: Path) -> tuple[Weights, list[dict]]:
     """Train and return the weights (neutral layout) and one history row per epoch."""
-    torch.manual_seed(seed)
+    torch.manual_seed(recipe.seed)
     torch.use_deterministic_algorithms(True)
     model = build_torch_model(spec)
-    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
-    order_rng = np.random.default_rng(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, recipe.total_steps(len(data.y_train)))
+    batch_rng = np.random.default_rng(recipe.seed)
     history = []
     with SummaryWriter(str(log_dir)) as writer:
-        for epoch in range(1, epochs + 1):
+        for epoch in range(1, recipe.epochs + 1):
             started = time.perf_counter()
             model.train()
-            order = order_rng.permutation(len(data.y_train))
             losses = []
-            for start in range(0, len(order), batch_size):
-                index = order[start:start + batch_size]
-                images = torch.from_numpy(data.x_train[index])
-                labels = torch.from_numpy(data.y_train[index])
-                loss = F.cross_entropy(model.logits(images), labels)
+            for images, labels in shifted_batches(data.x_train, data.y_train, recipe, batch_rng):
+                loss = F.cross_entropy(model.logits(torch.from_numpy(images)), torch.from_numpy(labels))
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
+                schedule.step()
                 losses.append(loss.item())
             row = {"epoch": epoch, "loss": float(np.mean(losses)),
                    "val_accuracy": _accuracy(model, data.x_val, data.y_val),
@@ -59,6 +57,5 @@ def train_torch(spec: ModelSpec, data: Dataset, epochs: int, batch_size: int, le
             history.append(row)
             writer.add_scalar("loss/train", row["loss"], epoch)
             writer.add_scalar("accuracy/validation", row["val_accuracy"], epoch)
-            print(f"[torch] epoch {epoch}/{epochs}  loss {row['loss']:.4f}  "
-                  f"val_accuracy {row['val_accuracy']:.4f}  {row['seconds']:.1f}s", flush=True)
+            print(epoch_line("torch", row, recipe.epochs), flush=True)
     return weights_from_torch(model.eval()), history
