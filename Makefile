@@ -88,7 +88,7 @@ loadtest-distributed: protos ## make loadtest with a locust master and WORKERS w
 # A demo stage that fails stops the demo with its name and leaves no server running.
 define demo_stage
 	@echo "demo: == $(1) =="
-	@$(MAKE) --no-print-directory $(1) $(2) || { echo "demo: stopped at '$(1)' (its output is above); stopping servers"; \
+	@PREREQS_QUIET=1 $(MAKE) --no-print-directory $(1) $(2) || { echo "demo: stopped at '$(1)' (its output is above); stopping servers"; \
 		$(MAKE) --no-print-directory undeploy >/dev/null 2>&1; exit 1; }
 endef
 
