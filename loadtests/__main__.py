@@ -20,12 +20,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from common.errors import OneLineArgumentParser, UsageError, run_cli  # noqa: E402
 from common.paths import default_model  # noqa: E402
+from common.targets import NAMES  # noqa: E402
 from loadtests.config import RunConfig, SweepConfig, new_run_id  # noqa: E402
-from loadtests.payloads import TARGETS  # noqa: E402
 
 
 def _add_run_options(parser: OneLineArgumentParser) -> None:
-    parser.add_argument("--target", action="append", choices=TARGETS, help="repeatable; default: all four")
+    parser.add_argument("--target", action="append", choices=NAMES, help="repeatable; default: all four")
     parser.add_argument("--users", type=int, default=8, help="closed loop: concurrent users, no think time")
     parser.add_argument("--rate", type=float, default=None, help="open loop: arrivals per second (all users)")
     parser.add_argument("--duration", type=float, default=35.0, help="seconds per target, warm-up included")

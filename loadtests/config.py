@@ -8,7 +8,7 @@ from pathlib import Path
 
 from common.errors import UsageError
 from common.paths import ArtifactPaths, default_artifacts_root, default_model
-from loadtests.payloads import TARGETS
+from common.targets import NAMES
 
 
 def new_run_id(kind: str) -> str:
@@ -24,7 +24,7 @@ class RunConfig:
     `rate` set means open loop (arrivals per second); unset means closed loop.
     """
 
-    targets: tuple[str, ...] = TARGETS
+    targets: tuple[str, ...] = NAMES
     users: int = 8
     rate: float | None = None
     duration_s: float = 35.0
@@ -48,9 +48,9 @@ class RunConfig:
             self.run_id = new_run_id("open" if self.rate else "closed")
 
     def validate(self) -> None:
-        unknown = [t for t in self.targets if t not in TARGETS]
+        unknown = [t for t in self.targets if t not in NAMES]
         if unknown or not self.targets:
-            raise UsageError(f"unknown target {', '.join(unknown) or '(none)'}; choose from {', '.join(TARGETS)}")
+            raise UsageError(f"unknown target {', '.join(unknown) or '(none)'}; choose from {', '.join(NAMES)}")
         if self.users < 1:
             raise UsageError(f"users must be at least 1, got {self.users}")
         if self.rate is not None and self.rate <= 0:

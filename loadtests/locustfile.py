@@ -31,21 +31,20 @@ import grpc
 from locust import FastHttpUser, User, constant, events, task
 from locust.runners import MasterRunner, WorkerRunner
 
+from common.targets import NAMES, target_named
 from loadtests import payloads as payload_file
 
 # gRPC calls block in native threads from gevent's pool, not through grpc's gevent integration: with it,
 # the calls of one locust process were serialised (seen during development; two processes did not share that limit).
 GRPC_THREADS = 256
 
-GRPC_METHODS = {"tf-grpc": "/tensorflow.serving.PredictionService/Predict",
-                "torch-grpc": "/org.pytorch.serve.grpc.inference.InferenceAPIsService/Predictions"}
 
 
 @events.init_command_line_parser.add_listener
 def _options(parser) -> None:
     group = parser.add_argument_group("loadtests")
     group.add_argument("--loadtest-target", env_var="LOADTEST_TARGET", default="tf-rest",
-                       choices=payload_file.TARGETS)
+                       choices=NAMES)
     group.add_argument("--loadtest-payloads", env_var="LOADTEST_PAYLOADS", default="", help="from loadtests prepare")
     group.add_argument("--loadtest-model", env_var="LOADTEST_MODEL", default="")
     group.add_argument("--loadtest-token", env_var="LOADTEST_TOKEN", default="", help="TorchServe inference token")
@@ -250,10 +249,10 @@ class RestUser(FastHttpUser, _LoadUser):
     def on_start(self) -> None:
         _LoadUser.on_start(self)
         self.client.client.network_timeout = self.environment.parsed_options.loadtest_timeout
-        self.path = (f"/v1/models/{self.model}:predict" if self.target == "tf-rest" else f"/predictions/{self.model}")
+        self.path = target_named(self.target).endpoint.format(model=self.model)
         self.headers = {"Content-Type": "application/json"}
         token = self.environment.parsed_options.loadtest_token
-        if token and self.target == "torch-rest":
+        if token and target_named(self.target).needs_token:
             self.headers["Authorization"] = f"Bearer {token}"
 
     def call(self, index: int, started: float, counted: bool) -> None:
@@ -288,9 +287,10 @@ class GrpcUser(_LoadUser):
         gevent.get_hub().threadpool.maxsize = GRPC_THREADS
         address = self.host.split("://", 1)[-1].rstrip("/")
         self.channel = grpc.insecure_channel(address)
-        self.method = self.channel.unary_unary(GRPC_METHODS[self.target])
+        self.method = self.channel.unary_unary(target_named(self.target).endpoint)
         token = self.environment.parsed_options.loadtest_token
-        self.metadata = (("authorization", f"Bearer {token}"),) if token and self.target == "torch-grpc" else ()
+        needs_token = token and target_named(self.target).needs_token
+        self.metadata = (("authorization", f"Bearer {token}"),) if needs_token else ()
 
     def on_stop(self) -> None:
         self.channel.close()
@@ -326,4 +326,4 @@ class LoadGrpcUser(GrpcUser):
 def _pick_user_class(environment, **_kwargs) -> None:
     """One user class per run, chosen by the target (locust would otherwise run both)."""
     target = environment.parsed_options.loadtest_target if environment.parsed_options else "tf-rest"
-    environment.user_classes = [LoadGrpcUser if target.endswith("grpc") else LoadRestUser]
+    environment.user_classes = [LoadGrpcUser if target_named(target).is_grpc else LoadRestUser]

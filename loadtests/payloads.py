@@ -22,11 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from common.targets import BODIES, target_named
 from common.tensors import decode_float_tensor
 
-TARGETS = ("tf-rest", "tf-grpc", "torch-rest", "torch-grpc")
-# The wire bytes each target sends: both REST targets send the same body.
-BODY_KIND = {"tf-rest": "rest", "torch-rest": "rest", "tf-grpc": "tf_grpc", "torch-grpc": "torch_grpc"}
 TF_RESPONSE = "tensorflow.serving.PredictResponse"
 TF_OUTPUT = "probabilities"
 
@@ -120,14 +118,15 @@ class Payloads:
         return len(self.expected)
 
     def body(self, target: str, index: int) -> bytes:
-        return self.bodies[BODY_KIND[target]][index % self.count]
+        return self.bodies[target_named(target).body][index % self.count]
 
     def predicted_classes(self, target: str, answer: bytes) -> np.ndarray:
         """The argmax per image in a server's answer (raises ValueError if it has no predictions)."""
-        if target == "tf-grpc":
+        body = target_named(target).body
+        if body == "tf_grpc":
             response = self._classes[self.meta["tf_response"]].FromString(answer)
             return decode_float_tensor(response.outputs[self.meta["tf_output"]]).argmax(-1)
-        if target == "torch-grpc":
+        if body == "torch_grpc":
             answer = self._classes[self.meta["torch_response"]].FromString(answer).prediction
         decoded = json.loads(answer)
         if not isinstance(decoded, dict) or "predictions" not in decoded:
@@ -142,7 +141,7 @@ def load(path: Path | str) -> Payloads:
     with np.load(path, allow_pickle=False) as data:
         meta = json.loads(data["meta"].tobytes())
         bodies = {}
-        for name in ("rest", "tf_grpc", "torch_grpc"):
+        for name in BODIES:
             blob, offsets = data[f"{name}_bytes"].tobytes(), data[f"{name}_offsets"]
             bodies[name] = [blob[start:end] for start, end in zip(offsets[:-1], offsets[1:], strict=True)]
         expected = data["expected"].astype(np.int64)

@@ -8,12 +8,8 @@ from pathlib import Path
 
 from common.errors import UsageError
 from common.procs import port_open
+from common.targets import target_named
 from serving.config import DeployConfig
-
-FRAMEWORK = {"tf": "tensorflow", "torch": "pytorch"}
-# The deploy record's port key for each target.
-PORT_KEY = {"tf-rest": ("tf", "rest"), "tf-grpc": ("tf", "grpc"), "torch-rest": ("torch", "inference"),
-            "torch-grpc": ("torch", "grpc")}
 
 
 @dataclass
@@ -26,15 +22,15 @@ class Target:
 
     @property
     def side(self) -> str:
-        return self.name.split("-")[0]
+        return target_named(self.name).side
 
     @property
     def framework(self) -> str:
-        return FRAMEWORK[self.side]
+        return target_named(self.name).framework
 
     @property
     def transport(self) -> str:
-        return self.name.split("-")[1]
+        return target_named(self.name).transport
 
     @property
     def locust_host(self) -> str:
@@ -71,7 +67,7 @@ def resolve_targets(names: tuple[str, ...], cfg: DeployConfig, host: str) -> lis
 
     targets = []
     for name in names:
-        side, port_key = PORT_KEY[name]
+        side, port_key = target_named(name).side, target_named(name).port_key
         record = read_record(cfg, side)
         if record is None:
             raise UsageError(f"{name}: no {side} server deployed (artifacts/run/{side}.json is missing); "
@@ -83,7 +79,7 @@ def resolve_targets(names: tuple[str, ...], cfg: DeployConfig, host: str) -> lis
         if record.get("model") != cfg.model:
             raise UsageError(f"{name}: the deployed model is {record.get('model')!r}, not {cfg.model!r}; "
                              f"set MODEL or redeploy")
-        token = (token_for(cfg, name) or "") if side == "torch" else ""
+        token = (token_for(cfg, name) or "") if target_named(name).needs_token else ""
         targets.append(Target(name, host, port, server_record(record), token))
     return targets
 

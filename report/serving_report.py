@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from loadtests.payloads import TARGETS
+from common.targets import ordered
 from report import fmt, plots
 from report.doc import Figure, Paragraph, Row, Section, Table
 from report.load import Loaded, Results
@@ -30,7 +30,7 @@ def sweep_run_ids(sweeps: list[Loaded]) -> set[str]:
 
 def servers_of(loaded: Loaded) -> dict[str, dict[str, Any]]:
     targets = loaded.data["targets"]
-    return {t: targets[t]["server"] for t in TARGETS if t in targets}
+    return {t: targets[t]["server"] for t in ordered(targets)}
 
 
 def verdict_table(verdict: Verdict) -> Table:
@@ -118,7 +118,7 @@ def sweep_section(results: Results, verdict: Verdict | None) -> Section:
                                      "load and throughput against batch size come from it)", "note"))
     loaded = results.sweeps[0]
     sweep, servers = loaded.data, servers_of(loaded)
-    targets = {t: sweep["targets"][t] for t in TARGETS if t in sweep["targets"]}
+    targets = {t: sweep["targets"][t] for t in ordered(sweep["targets"])}
     section.sources.append(loaded.source.describe())
     section.provenance = run_provenance(loaded, servers)
     calibration = sweep["calibration"]
@@ -141,7 +141,7 @@ def sweep_section(results: Results, verdict: Verdict | None) -> Section:
 def _run_rows(loaded: Loaded) -> list[Row]:
     run = loaded.data
     rows = []
-    for target in (t for t in TARGETS if t in run["targets"]):
+    for target in ordered(run["targets"]):
         result = run["targets"][target]
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(result["failures_by_kind"].items()))
         generator = result["generator"]

@@ -18,8 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from loadtests.payloads import TARGETS
-from loadtests.targets import Target
+from common.targets import Target, ordered, target_named
 from report import fmt
 from report.load import Loaded
 
@@ -50,8 +49,8 @@ class TargetRow:
 
     @property
     def kind(self) -> Target:
-        """The target as loadtests names it (framework, transport); no address is needed here."""
-        return Target(self.target, host="", port=0, server=self.server)
+        """What the target is (side, framework, transport)."""
+        return target_named(self.target)
 
 
 @dataclass
@@ -68,10 +67,6 @@ class Verdict:
     @property
     def invalid_targets(self) -> set[str]:
         return {row.target for row in self.rows if not row.valid}
-
-
-def _ordered(targets: dict[str, Any]) -> list[str]:
-    return [t for t in TARGETS if t in targets]
 
 
 def _within(step: dict[str, Any], load: float) -> bool:
@@ -118,7 +113,7 @@ def verdict_from_sweep(loaded: Loaded) -> Verdict:
     reasons_of = {t: sweep_target_reasons(e) for t, e in sweep["targets"].items()}
     load = common_load({t: e["steps"] for t, e in sweep["targets"].items() if not reasons_of[t]})
     rows = []
-    for target in _ordered(sweep["targets"]):
+    for target in ordered(sweep["targets"]):
         entry = sweep["targets"][target]
         step = nearest_step(entry["steps"], load, valid_only=not reasons_of[target]) if load is not None else None
         reasons = reasons_of[target] + ([_step_reason(step)] if step and not step["valid"] else [])
@@ -138,7 +133,7 @@ def verdict_from_run(loaded: Loaded) -> Verdict:
     """Fallback without a sweep: one load-test run, every target at the run's own load."""
     run = loaded.data
     rows = []
-    for target in _ordered(run["targets"]):
+    for target in ordered(run["targets"]):
         result = run["targets"][target]
         fraction, note = _ceiling(result["ceiling"])
         rows.append(TargetRow(

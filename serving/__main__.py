@@ -19,8 +19,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from common.errors import OneLineArgumentParser, UsageError, run_cli  # noqa: E402
-
-TARGETS = ("tf-rest", "tf-grpc", "torch-rest", "torch-grpc")
+from common.targets import NAMES, SIDES, names_of  # noqa: E402
 
 
 def _parser() -> OneLineArgumentParser:
@@ -28,21 +27,15 @@ def _parser() -> OneLineArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineArgumentParser)
     for name in ("deploy", "smoke"):
         sub = commands.add_parser(name)
-        sub.add_argument("--target", choices=("tf", "torch", "all"), default="all")
+        sub.add_argument("--target", choices=(*SIDES, "all"), default="all")
     commands.add_parser("undeploy")
     commands.add_parser("status")
     predict = commands.add_parser("predict")
-    predict.add_argument("--target", required=True, choices=TARGETS)
+    predict.add_argument("--target", required=True, choices=NAMES)
     predict.add_argument("--image", required=True, type=Path, help="an image file (PNG, JPEG, ...)")
     predict.add_argument("--port", type=int, help="default: the deployed port of the target")
     predict.add_argument("--timeout", type=float, default=30.0)
     return parser
-
-
-def _targets(which: str) -> tuple[str, ...]:
-    from serving.smoke import TF_TARGETS, TORCH_TARGETS
-
-    return {"tf": TF_TARGETS, "torch": TORCH_TARGETS, "all": TF_TARGETS + TORCH_TARGETS}[which]
 
 
 def _deploy(cfg, which: str) -> int:
@@ -57,7 +50,7 @@ def _deploy(cfg, which: str) -> int:
         if which in ("torch", "all"):
             deploy_torch(cfg)
             started.append("torch")
-        smoke(cfg, _targets(which))
+        smoke(cfg, names_of(which))
     except Exception:
         for server in started:
             undeploy_one(cfg, server)
@@ -100,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "smoke":
             from serving.smoke import smoke
 
-            smoke(cfg, _targets(args.target))
+            smoke(cfg, names_of(args.target))
             return 0
         if args.command == "undeploy":
             from serving.deploy import undeploy

@@ -21,10 +21,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from common.targets import NAMES, target_named
 from common.tensors import NotFloatTensor, decode_float_tensor
 from serving import rest_codec
-
-DEFAULT_PORTS = {"tf-rest": 8501, "tf-grpc": 8500, "torch-rest": 8080, "torch-grpc": 7070}
 
 
 class ClientError(Exception):
@@ -62,7 +61,7 @@ class Client(ABC):
 
     def __init__(self, host: str = "127.0.0.1", port: int | None = None, *, model: str, version: int | None = None,
                  token: str | None = None, timeout: float = 30.0) -> None:
-        self.address = _hostport(host, DEFAULT_PORTS[self.target] if port is None else port)
+        self.address = _hostport(host, target_named(self.target).default_port if port is None else port)
         self.model, self.version, self.token, self.timeout = model, version, token, timeout
         self.where = f"{self.target} {self.address}"
 
@@ -291,7 +290,7 @@ CLIENTS: dict[str, type[Client]] = {cls.target: cls for cls in (TFRestClient, TF
 
 def make_client(target: str, *, host: str = "127.0.0.1", port: int | None = None, model: str,
                 version: int | None = None, token: str | None = None, timeout: float = 30.0) -> Client:
-    """A client for `target` (one of CLIENTS); port defaults to the server's usual one (DEFAULT_PORTS)."""
+    """A client for `target` (one of common.targets.NAMES); port defaults to the server's usual one."""
     if target not in CLIENTS:
-        raise ValueError(f"unknown target {target!r}; choose one of {', '.join(CLIENTS)}")
+        raise ValueError(f"unknown target {target!r}; choose one of {', '.join(NAMES)}")
     return CLIENTS[target](host, port, model=model, version=version, token=token, timeout=timeout)

@@ -9,6 +9,7 @@ from pathlib import Path
 from common.cpus import parse_server_cpus
 from common.errors import UsageError
 from common.paths import REPO_ROOT, ArtifactPaths, default_artifacts_root, default_model
+from common.targets import target_named
 
 # The batching parameters deploy passes to TF Serving, and the file docker-compose.yml mounts.
 DEFAULT_TF_BATCHING_FILE = REPO_ROOT / "serving/tf/batching.config"
@@ -76,6 +77,14 @@ class DeployConfig:
     def run_dir(self) -> Path:
         return self.paths.run_dir
 
-    def port_of(self, target: str) -> int:
-        return {"tf-rest": self.tf_rest_port, "tf-grpc": self.tf_grpc_port,
-                "torch-rest": self.ts_inference_port, "torch-grpc": self.ts_grpc_port}[target]
+    def ports(self, side: str) -> dict[str, int]:
+        """The ports deploy gives one side's server, by the deploy record's keys (common.targets' port_key)."""
+        if side == "tf":
+            return {"grpc": self.tf_grpc_port, "rest": self.tf_rest_port}
+        return {"inference": self.ts_inference_port, "management": self.ts_management_port,
+                "metrics": self.ts_metrics_port, "grpc": self.ts_grpc_port,
+                "grpc_management": self.ts_grpc_management_port}
+
+    def port_of(self, name: str) -> int:
+        spec = target_named(name)
+        return self.ports(spec.side)[spec.port_key]

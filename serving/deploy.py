@@ -233,7 +233,7 @@ def deploy_tf(cfg: DeployConfig) -> dict:
         raise ServerError(f"no SavedModel at {base}; run 'make export' first")
     knobs = {"enable_batching": cfg.tf_enable_batching,
              "batching_parameters_file": str(cfg.tf_batching_file) if cfg.tf_enable_batching else None}
-    ports = {"grpc": cfg.tf_grpc_port, "rest": cfg.tf_rest_port}
+    ports = cfg.ports("tf")
     _check_ports_free(ports)
     if mode == "compose":
         service = compose_service(cfg, "tf-serving")
@@ -296,9 +296,7 @@ def deploy_torch(cfg: DeployConfig) -> dict:
         return running
     mode = choose_torch_server(cfg)
     ts_cfg = torchserve_config(cfg)
-    ports = {"inference": ts_cfg.inference_port, "management": ts_cfg.management_port,
-             "metrics": ts_cfg.metrics_port, "grpc": ts_cfg.grpc_inference_port,
-             "grpc_management": ts_cfg.grpc_management_port}
+    ports = cfg.ports("torch")  # the ports torchserve_config() gave ts_cfg
     _check_ports_free(ports)
     from importlib import metadata
 

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from common.targets import target_named
 from serving.config import DeployConfig
 from serving.torch.server import ServerError, read_keys
 
-TF_TARGETS = ("tf-rest", "tf-grpc")
-TORCH_TARGETS = ("torch-rest", "torch-grpc")
 SMOKE_IMAGES = 16
 
 
@@ -18,7 +17,7 @@ def token_for(cfg: DeployConfig, target: str) -> str | None:
     """TorchServe's inference token from the key file deploy recorded (None when auth is off)."""
     from serving.deploy import read_record
 
-    if not target.startswith("torch"):
+    if target_named(target).side != "torch":
         return None
     record = read_record(cfg, "torch")
     key_file = record.get("key_file") if record else str(cfg.run_dir / "torchserve" / "key_file.json")

@@ -7,6 +7,7 @@ import numpy as np
 from PIL import Image
 
 from common.procs import free_port, port_open
+from common.targets import NAMES
 from serving.clients import make_client
 from serving.torch.server import read_keys
 from tests.conftest import PORT_VARIABLES, run_module
@@ -18,7 +19,7 @@ def test_deploy_names_the_servers_and_smokes_all_four_transports(deployed):
     env, stdout = deployed
     assert "deploy-tf: using tf-serving-dropin (local drop-in" in stdout
     assert "deploy-torch: using TorchServe 0.12.0" in stdout
-    for target in ("tf-rest", "tf-grpc", "torch-rest", "torch-grpc"):
+    for target in NAMES:
         assert f"smoke {target}" in stdout and "16/16" in stdout
 
 

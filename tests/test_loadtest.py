@@ -18,13 +18,14 @@ from common.cpus import default_server_cpus, parse_server_cpus
 from common.errors import UsageError
 from common.paths import REPO_ROOT
 from common.procs import free_port
+from common.targets import NAMES
 from loadtests import payloads, summary
 from loadtests.config import RunConfig
 from loadtests.pinning import plan_cpus
 from loadtests.sweep import knee, runs_with, slo_max
 from tests.conftest import run_module
 
-ALL = ("tf-rest", "tf-grpc", "torch-rest", "torch-grpc")
+ALL = NAMES
 SHORT = ("--duration", "5", "--warmup", "1.5", "--users", "2", "--check-every", "1")
 
 
