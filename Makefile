@@ -38,7 +38,7 @@ train: setup ## Train PROFILE (default tiny) with TRAINER (default torch) into a
 	$(PY) -m training train --profile $(PROFILE) --trainer $(TRAINER)
 
 export: setup ## Export SavedModel, TorchServe .mar and TFLite, gated on parity; print the table
-	$(PY) -m training export --model $(MODEL)
+	$(PY) -m export --model $(MODEL)
 
 protos: setup ## Generate TorchServe gRPC stubs from the protos inside the installed TorchServe jar
 	$(PY) -m serving.torch.protos
@@ -105,8 +105,9 @@ demo: setup ## Everything on this machine: train, export, edge, deploy, a short 
 test: setup ## Run the test suite (real TorchServe, real TensorFlow)
 	$(PY) -m pytest
 
-lint: setup ## ruff over the whole repository
+lint: setup ## ruff over the whole repository, and the layer rule (import-linter, pyproject.toml)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 clean: ## Remove artifacts/ (keeps .venv)
 	rm -rf artifacts

@@ -42,9 +42,19 @@ class ArtifactPaths:
     def tf_version_dir(self, model: str, version: int) -> Path:
         return self.tf_model_base(model) / str(version)
 
+    def latest_tf_version_dir(self, model: str) -> Path | None:
+        """The highest numeric version directory export wrote (TF Serving serves the latest), or None."""
+        base = self.tf_model_base(model)
+        versions = [p for p in base.iterdir() if p.is_dir() and p.name.isdigit()] if base.is_dir() else []
+        return max(versions, key=lambda p: int(p.name), default=None)
+
     @property
     def torch_model_store(self) -> Path:
         return self.root / "models" / "torch"
+
+    def reference_file(self, model: str) -> Path:
+        """Export's reference answers: test set, reference probabilities, weights hash (common/reference.py)."""
+        return self.root / "models" / "reference" / f"{model}.npz"
 
     @property
     def edge_dir(self) -> Path:

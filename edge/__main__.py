@@ -12,32 +12,27 @@ and every float32 format passed the parity gate (exit 1 otherwise).
 
 from __future__ import annotations
 
-import os
+import json
+import sys
+from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import numpy as np
 
-import json  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from common.errors import OneLineArgumentParser, UsageError, run_cli  # noqa: E402
-from common.fsutil import write_results_file  # noqa: E402
-from common.paths import ArtifactPaths, default_artifacts_root, default_model  # noqa: E402
-from edge.calibration import load_calibration  # noqa: E402
-from serving.tf.dropin.source import available_versions  # noqa: E402
-from training.parity import accuracy  # noqa: E402
+from common.errors import OneLineArgumentParser, UsageError, run_cli
+from common.fsutil import write_results_file
+from common.paths import ArtifactPaths, default_artifacts_root, default_model
+from common.reference import load_reference
+from export.calibration import load_calibration
+from model.parity import accuracy
 
 RUNTIME_PACKAGES = {"litert": "ai-edge-litert", "executorch": "executorch", "onnxruntime": "onnxruntime"}
 
 
 def _latest_savedmodel(paths: ArtifactPaths, model: str) -> Path:
-    base = paths.tf_model_base(model)
-    versions = available_versions(base)
-    if not versions or not (base / str(versions[-1]) / "saved_model.pb").is_file():
-        raise UsageError(f"no SavedModel under {base}; run 'make export' first")
-    return base / str(versions[-1])
+    latest = paths.latest_tf_version_dir(model)
+    if latest is None or not (latest / "saved_model.pb").is_file():
+        raise UsageError(f"no SavedModel under {paths.tf_model_base(model)}; run 'make export' first")
+    return latest
 
 
 def _sidecar(file: Path, fmt: str, meta: dict, io: dict) -> None:
@@ -56,8 +51,10 @@ def _float_io(batch: int, input_shape: tuple[int, ...], classes: int) -> dict:
 
 def stage_formats(scratch: Path, savedmodel: Path, checkpoint, calibration: np.ndarray) -> list[tuple]:
     """Convert every format into scratch; returns (format, runtime, file, loader, quantized)."""
-    from edge import executorch_export, onnx_export, tflite
-    from training.reference import build_both
+    from edge import executorch_export, onnx_export
+    from export import tflite
+    from model.torch_model import build_torch_model
+    from model.transfer import weights_to_torch
 
     meta, name = checkpoint.meta, checkpoint.meta["model_name"]
     input_shape = tuple(meta["input_shape"])
@@ -67,7 +64,9 @@ def stage_formats(scratch: Path, savedmodel: Path, checkpoint, calibration: np.n
         file = tflite.convert(savedmodel, variant, scratch / f"{name}_{variant}.tflite", calibration)
         _sidecar(file, f"tflite-{variant}", meta, tflite.io_details(file))
         staged.append((f"tflite-{variant}", "litert", file, tflite.load_tflite, variant != "float32"))
-    torch_model = build_both(checkpoint).torch_model
+    torch_model = build_torch_model(checkpoint.spec)  # ExecuTorch and ONNX convert from the PyTorch build
+    weights_to_torch(checkpoint.weights(), torch_model)
+    torch_model.eval()
     classes = len(meta["labels"])
     for label, export, quantized in (
             ("executorch-float32", lambda f: executorch_export.export_pte_float32(torch_model, input_shape, f), False),
@@ -91,17 +90,16 @@ def run_edge(paths: ArtifactPaths, model: str, calibration_file: Path | None) ->
     from common.fsutil import ensure_writable_dir, publish, staging_dir
     from common.manifest import artifact_entry, update_manifest
     from edge.evaluate import ACCURACY_FLAG_POINTS, LATENCY_RUNS, LATENCY_WARMUP, format_table, installed_bytes, measure
-    from training.checkpoint import load_checkpoint
+    from model.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(paths.checkpoint_dir(model))
     savedmodel = _latest_savedmodel(paths, model)
     calibration = load_calibration(calibration_file, checkpoint, tuple(checkpoint.meta["input_shape"]))
     ensure_writable_dir(paths.results_dir)
-    from edge.tflite import quantization_parameter_bytes  # loads TensorFlow: only once the input is valid
-    from training.reference import build_both
+    answers = load_reference(paths, model)  # what export gated every format on; nothing is rebuilt for it
+    from export.tflite import quantization_parameter_bytes  # loads TensorFlow: only once the input is valid
 
-    images, labels = checkpoint.test_set()
-    reference = build_both(checkpoint).reference_probabilities(images)
+    images, labels, reference = answers.images, answers.labels, answers.probabilities
     savedmodel_bytes = sum(p.stat().st_size for p in savedmodel.rglob("*") if p.is_file())
     print(f"edge {model}: from {savedmodel} ({savedmodel_bytes:,} bytes), {len(calibration)} calibration images",
           flush=True)
@@ -154,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--artifacts", type=Path, default=default_artifacts_root())
     parser.add_argument("--calibration", type=Path, help="an .npz with 'images' (default: the checkpoint's)")
     args = parser.parse_args(argv)
-    from training.parity import ParityError
+    from model.parity import ParityError
 
     try:
         run_edge(ArtifactPaths(args.artifacts), args.model, args.calibration)
@@ -164,5 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+
+def cli() -> None:
+    """The console script ([project.scripts] in pyproject.toml)."""
     run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from common.timing import time_calls
-from training.parity import FLOAT_TOLERANCE, ParityReport, accuracy, check, compare
+from model.parity import FLOAT_TOLERANCE, ParityReport, accuracy, check, compare
 
 ACCURACY_FLAG_POINTS = 1.0  # quantized formats losing more than this many points are flagged
 LATENCY_WARMUP = 20  # uncounted calls before timing

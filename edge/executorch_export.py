@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge.calibration import check_calibration
+from export.calibration import check_calibration
 
 CALIBRATION_BATCH = 64
 

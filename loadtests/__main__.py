@@ -12,16 +12,12 @@ happens before any load is sent.
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-from common.errors import OneLineArgumentParser, UsageError, run_cli  # noqa: E402
-from common.paths import default_model  # noqa: E402
-from common.targets import NAMES  # noqa: E402
-from loadtests.config import RunConfig, SweepConfig, new_run_id  # noqa: E402
+from common.errors import OneLineArgumentParser, UsageError, run_cli
+from common.paths import default_model
+from common.targets import NAMES
+from loadtests.config import RunConfig, SweepConfig, new_run_id
 
 
 def _add_run_options(parser: OneLineArgumentParser) -> None:
@@ -79,11 +75,11 @@ def command_run(args) -> int:
     cfg = run_config(args)
     deploy_cfg = DeployConfig(model=cfg.model, artifacts=cfg.artifacts)
     targets = resolve_targets(cfg.targets, deploy_cfg, cfg.host)  # unreachable: exit 2 before any load
-    source = checkpoint_dir(deploy_cfg)
+    checkpoint_dir(deploy_cfg)  # a clear error before any work when there is no trained model
     print(f"loadtest {cfg.run_id}: {cfg.mode} loop, "
           f"{f'{cfg.rate:g} req/s offered' if cfg.rate else f'{cfg.users} users'}, batch {cfg.batch_size}, "
           f"{cfg.warmup_s:g} s warm-up + {cfg.window_s:g} s window per target", flush=True)
-    payload_file = prepare(source, cfg.model, cfg.batch_size, cfg.run_dir / "payloads.npz")
+    payload_file = prepare(deploy_cfg.paths, cfg.model, cfg.batch_size, cfg.run_dir / "payloads.npz")
     document = runner.run(cfg, targets, payload_file)
     print(summary.table(document))
     print(f"summary: {cfg.run_dir / 'summary.json'}{'' if document['valid'] else '  (INVALID: see reasons above)'}")
@@ -111,7 +107,9 @@ def command_prepare(args) -> int:
     if args.batch_size < 1 or args.count < 1:
         raise UsageError("batch size and count must be at least 1")
     model = args.model or default_model()
-    out = prepare(checkpoint_dir(DeployConfig(model=model)), model, args.batch_size, args.out, args.count)
+    deploy_cfg = DeployConfig(model=model)
+    checkpoint_dir(deploy_cfg)
+    out = prepare(deploy_cfg.paths, model, args.batch_size, args.out, args.count)
     print(f"payloads: {out} ({args.count} batches of {args.batch_size})")
     return 0
 
@@ -121,5 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     return {"run": command_run, "sweep": command_sweep, "prepare": command_prepare}[args.command](args)
 
 
+
+def cli() -> None:
+    """The console script ([project.scripts] in pyproject.toml)."""
+    run_cli(main)
+
+
 if __name__ == "__main__":
-    run_cli(main, sys.argv[1:])
+    cli()

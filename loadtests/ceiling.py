@@ -14,19 +14,16 @@ framework's speed it delivers.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from common.cpus import available_cpus  # noqa: E402
-from common.errors import OneLineArgumentParser  # noqa: E402
-from common.paths import ArtifactPaths, default_artifacts_root, default_model  # noqa: E402
+from common.cpus import available_cpus
+from common.errors import OneLineArgumentParser
+from common.paths import ArtifactPaths, default_artifacts_root, default_model
 
 
 def _tf_caller(paths: ArtifactPaths, model: str, threads: int) -> Callable[[np.ndarray], object]:
@@ -34,16 +31,14 @@ def _tf_caller(paths: ArtifactPaths, model: str, threads: int) -> Callable[[np.n
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
-    base = paths.tf_model_base(model)
-    version = max((p for p in base.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-    signature = tf.saved_model.load(str(version)).signatures["serving_default"]
+    signature = tf.saved_model.load(str(paths.latest_tf_version_dir(model))).signatures["serving_default"]
     return lambda images: signature(images=tf.constant(images))
 
 
 def _torch_caller(paths: ArtifactPaths, model: str, threads: int) -> Callable[[np.ndarray], object]:
     import torch
 
-    from serving.torch.export import extract_program
+    from export.mar import extract_program
 
     torch.set_num_threads(threads)
     program = extract_program(paths.torch_model_store / f"{model}.mar", Path(tempfile.mkdtemp(prefix="ceiling-")))
@@ -91,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cpus = available_cpus()
     paths = ArtifactPaths(args.artifacts or default_artifacts_root())
-    from training.checkpoint import load_checkpoint
+    from model.checkpoint import load_checkpoint
 
     images, _ = load_checkpoint(paths.checkpoint_dir(args.model)).test_set()
     batch = np.ascontiguousarray(images[np.arange(args.batch_size) % len(images)], dtype=np.float32)

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from common.paths import ArtifactPaths
+from common.reference import load_reference
 from common.targets import BODIES, target_named
 from common.tensors import decode_float_tensor
 
@@ -67,18 +69,20 @@ def _tf_request(model: str, batch: np.ndarray) -> bytes:
     return request.SerializeToString()
 
 
-def prepare(checkpoint_dir: Path, model: str, batch_size: int, out_file: Path, count: int = 32) -> Path:
-    """Write the payload file for `count` batches of `batch_size` test images (cycling through the test set)."""
+def prepare(paths: ArtifactPaths, model: str, batch_size: int, out_file: Path, count: int = 32) -> Path:
+    """Write the payload file for `count` batches of `batch_size` test images (cycling through the test set).
+
+    The expected answers are export's reference answers (common/reference.py): nothing is rebuilt here.
+    """
     from tensorflow_serving.apis import predict_pb2
 
+    from model.checkpoint import load_checkpoint
     from serving.rest_codec import encode_instances
     from serving.torch.protos import ensure_stubs
-    from training.checkpoint import load_checkpoint
-    from training.reference import build_both
 
-    checkpoint = load_checkpoint(checkpoint_dir)
-    images, _ = checkpoint.test_set()
-    reference = build_both(checkpoint).reference_probabilities(images).argmax(1)
+    checkpoint = load_checkpoint(paths.checkpoint_dir(model))
+    answers = load_reference(paths, model)
+    images, reference = answers.images, answers.expected_classes
     torch_stubs = ensure_stubs()
     rest, tf_grpc, torch_grpc, expected = [], [], [], []
     for index in range(count):

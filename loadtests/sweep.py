@@ -22,7 +22,6 @@ import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 
-from common.errors import UsageError
 from common.procs import free_port, stop_group
 from loadtests import calibrate, pinning, runner, summary
 from loadtests.config import SweepConfig
@@ -101,10 +100,11 @@ def current_knobs(side: str, base: DeployConfig) -> dict:
 def _batching_knobs(batching_file: Path) -> dict:
     """max_batch_size and batch_timeout_micros of a BatchingParameters file; {} when it cannot be read."""
     from serving.tf.dropin.config import parse_batching_parameters
+    from serving.tf.dropin.errors import StartupError
 
     try:
         params = parse_batching_parameters(batching_file)
-    except UsageError:  # unreadable, or fields only the official binary knows
+    except StartupError:  # unreadable, or fields only the official binary knows
         return {}
     return {"max_batch_size": params.max_batch_size, "batch_timeout_micros": params.batch_timeout_micros}
 
@@ -125,7 +125,8 @@ class Sweep:
 
     def payload(self, batch_size: int) -> Path:
         if batch_size not in self.payloads:
-            self.payloads[batch_size] = prepare(checkpoint_dir(self.deploy_cfg), self.base.model, batch_size,
+            checkpoint_dir(self.deploy_cfg)
+            self.payloads[batch_size] = prepare(self.deploy_cfg.paths, self.base.model, batch_size,
                                                 self.dir / f"payloads-b{batch_size}.npz")
         return self.payloads[batch_size]
 

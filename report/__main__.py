@@ -35,5 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+
+def cli() -> None:
+    """The console script ([project.scripts] in pyproject.toml)."""
     run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

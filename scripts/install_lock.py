@@ -6,7 +6,8 @@ nvidia-* wheels; the CPU build is about 190 MB. So on Linux x86-64 this asks
 pip which file the machine's own index would take; if that is not a CPU build
 (`+cpu`) it installs torch from PyTorch's CPU index instead, and only falls
 back to the CUDA build, saying so, when that index cannot be reached. Then the
-whole lock, which the installed torch already satisfies. pip prints what it
+whole lock, which the installed torch already satisfies, then the project itself (editable, for its
+console scripts). pip prints what it
 collects and downloads as it goes (no --quiet: this step takes minutes).
 
   python scripts/install_lock.py requirements.lock
@@ -107,6 +108,9 @@ def main(argv: list[str]) -> int:
     pip("install", "--upgrade", "pip")
     install_torch(locked_torch(lock))
     pip("install", "--progress-bar", "on", "-r", str(lock))
+    # The project itself, editable and without dependencies (the lock brought them): its console scripts
+    # (tvt-train, tf-serving-dropin, ...). No build isolation: setuptools comes with the lock's set.
+    pip("install", "--no-deps", "--no-build-isolation", "--editable", str(lock.resolve().parent))
     return 0
 
 

@@ -12,14 +12,11 @@ Knobs are environment variables (MODEL, TF_REST_PORT, TS_WORKERS, ...): see READ
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-from common.errors import OneLineArgumentParser, UsageError, run_cli  # noqa: E402
-from common.targets import NAMES, SIDES, names_of  # noqa: E402
+from common.errors import OneLineArgumentParser, UsageError, run_cli
+from common.targets import NAMES, SIDES, names_of
 
 
 def _parser() -> OneLineArgumentParser:
@@ -61,9 +58,9 @@ def _deploy(cfg, which: str) -> int:
 def _predict(cfg, args) -> int:
     import numpy as np
 
+    from model.checkpoint import load_checkpoint
     from serving.clients import make_client
     from serving.smoke import token_for
-    from training.checkpoint import load_checkpoint
     from training.data import load_image
 
     if not args.image.is_file():
@@ -112,5 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-if __name__ == "__main__":
+
+def cli() -> None:
+    """The console script ([project.scripts] in pyproject.toml)."""
     run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

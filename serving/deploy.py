@@ -252,7 +252,7 @@ def deploy_tf(cfg: DeployConfig) -> dict:
 
 
 def _environ() -> dict[str, str]:
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return dict(os.environ)  # TF_CPP_MIN_LOG_LEVEL comes from common/__init__.py
 
 
 # -- TorchServe -------------------------------------------------------------------------------

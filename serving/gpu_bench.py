@@ -22,29 +22,25 @@ On a host without a GPU it says so in one line and exits 2 (CI never needs a GPU
 
 from __future__ import annotations
 
-import os
+import argparse
+import functools
+import gc
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import numpy as np
 
-import argparse  # noqa: E402
-import functools  # noqa: E402
-import gc  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-from collections.abc import Callable, Iterable  # noqa: E402
-from dataclasses import asdict, dataclass  # noqa: E402
-from datetime import UTC, datetime  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from common.environment import host_record, package_versions  # noqa: E402
-from common.errors import EXIT_USAGE, OneLineArgumentParser, run_cli  # noqa: E402
-from common.fsutil import write_results_file  # noqa: E402
-from common.paths import ArtifactPaths, default_artifacts_root, default_model  # noqa: E402
-from common.timing import time_calls  # noqa: E402
-from training.parity import compare  # noqa: E402
+from common.environment import host_record, package_versions
+from common.errors import EXIT_USAGE, OneLineArgumentParser, run_cli
+from common.fsutil import write_results_file
+from common.paths import ArtifactPaths, default_artifacts_root, default_model
+from common.timing import time_calls
+from model.parity import compare
 
 FRAMEWORKS = ("torch", "tf")
 DTYPES = ("float32", "float16", "bfloat16")
@@ -201,8 +197,8 @@ def _torch_runners(checkpoint) -> RunnerFor:
     """One float32 torch build on the GPU (torch only, no Keras model); each dtype runs it under autocast."""
     import torch
 
-    from training.torch_model import build_torch_model
-    from training.transfer import weights_to_torch
+    from model.torch_model import build_torch_model
+    from model.transfer import weights_to_torch
 
     model = build_torch_model(checkpoint.spec)
     weights_to_torch(checkpoint.weights(), model)
@@ -227,8 +223,8 @@ def _tf_runners(checkpoint) -> RunnerFor:
     import keras
     import tensorflow as tf
 
-    from training.keras_model import build_keras_model
-    from training.transfer import weights_to_keras
+    from model.keras_model import build_keras_model
+    from model.transfer import weights_to_keras
 
     gpu = tf.config.list_physical_devices("GPU")[0]
     capability = tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0))
@@ -300,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     if "tf" in frameworks:
         let_tf_memory_grow()
-    from training.checkpoint import load_checkpoint
+    from model.checkpoint import load_checkpoint
 
     paths = ArtifactPaths(args.artifacts.resolve())
     checkpoint = load_checkpoint(paths.checkpoint_dir(args.model))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.reference import load_reference
 from common.targets import target_named
 from serving.config import DeployConfig
 from serving.torch.server import ServerError, read_keys
@@ -32,13 +33,10 @@ def token_for(cfg: DeployConfig, target: str) -> str | None:
 def smoke(cfg: DeployConfig, targets: tuple[str, ...]) -> None:
     """Predict test images on each target; raise ServerError if an argmax differs from the reference."""
     from serving.clients import ClientError, make_client
-    from training.checkpoint import load_checkpoint
-    from training.reference import build_both
 
-    checkpoint = load_checkpoint(cfg.paths.checkpoint_dir(cfg.model))
-    images, _ = checkpoint.test_set()
-    images = images[:SMOKE_IMAGES]
-    expected = build_both(checkpoint).reference_probabilities(images).argmax(1)
+    reference = load_reference(cfg.paths, cfg.model)  # export's answers: nothing is rebuilt here
+    images = reference.images[:SMOKE_IMAGES]
+    expected = reference.expected_classes[:SMOKE_IMAGES]
     for target in targets:
         try:
             with make_client(target, host="127.0.0.1", port=cfg.port_of(target), model=cfg.model,

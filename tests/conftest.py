@@ -9,16 +9,15 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-from common.paths import REPO_ROOT, ArtifactPaths  # noqa: E402
+from common.paths import REPO_ROOT, ArtifactPaths
 
 
 @pytest.fixture(scope="session")
 def artifacts(tmp_path_factory) -> ArtifactPaths:
     """The tiny profile trained with the default trainer and exported, as `make demo` does."""
-    from training.config import ExportConfig, TrainConfig
-    from training.export import run_export
+    from export.config import ExportConfig
+    from export.run import run_export
+    from training.config import TrainConfig
     from training.train import run_training
 
     root = tmp_path_factory.mktemp("artifacts")
@@ -33,9 +32,9 @@ class SavedModelVersions:
     def __init__(self, root: Path) -> None:
         import keras
 
-        from serving.tf.export import export_savedmodel
-        from training.keras_model import build_keras_model
-        from training.spec import get_spec
+        from export.savedmodel import export_savedmodel
+        from model.keras_model import build_keras_model
+        from model.spec import get_spec
 
         self.root, self.models = root, {}
         for version, seed in ((1, 1), (2, 2)):
@@ -63,7 +62,7 @@ def savedmodel_versions(tmp_path_factory) -> SavedModelVersions:
 
 def run_module(*args: str, cwd: Path = REPO_ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `python -m <args>` from the repository as a user would, capturing output."""
-    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=600)
 
@@ -104,3 +103,49 @@ def deploy_defaults(monkeypatch):
     for knob in ("TS_WORKERS", "TS_BATCH_SIZE", "TS_MAX_BATCH_DELAY_MS"):
         monkeypatch.delenv(knob, raising=False)
     return DeployConfig()
+
+
+# Test tiers: `pytest -m unit` is the quick loop (no Java, no training run); `pytest` runs everything.
+HEAVY_FIXTURES = {"artifacts", "deployed", "edge", "savedmodel_versions"}  # train, export or deploy
+SLOW_FIXTURES = {"deployed", "edge"}  # over 20 s of setup of their own, on top of `artifacts`
+# tests that train, start a server or run the host's Java themselves, without one of the fixtures above
+# (node ids, parameters aside); the prereqs ones check scripts/prereqs.sh against the real `java -version`
+INTEGRATION_TESTS = {
+    "tests/test_cli.py::test_training_on_an_image_folder_uses_its_class_names",
+    "tests/test_prereqs.py::test_a_missing_tool_stops_with_one_line_naming_its_package",
+    "tests/test_prereqs.py::test_everything_present_is_one_line_and_success",
+    "tests/test_prereqs.py::test_python_other_than_3_11_is_refused",
+    "tests/test_training.py::test_same_seed_gives_same_weights_and_accuracy",
+    "tests/test_training.py::test_tf_trainer_exports_pass_the_parity_gate",
+}
+# integration tests whose own call takes over 20 s on 2 cores
+SLOW_TESTS = {
+    "tests/test_deploy.py::test_undeploy_stops_everything_and_leaves_no_port_listening",
+    "tests/test_training.py::test_same_seed_gives_same_weights_and_accuracy",
+    "tests/test_training.py::test_tf_trainer_exports_pass_the_parity_gate",
+}
+
+
+def tier(item: pytest.Item) -> tuple[str, ...]:
+    """The markers a test gets, so that `-m unit` needs neither Java nor a training run.
+
+    `integration`: the test uses a fixture that trains, exports or deploys (`item.fixturenames` is the
+    transitive closure, so `torchserve`, `short_run`, `published` and the like count), or it trains, starts
+    a server or runs Java itself (INTEGRATION_TESTS). `slow` as well: it needs `deployed` or `edge`, or its own
+    call is long (SLOW_TESTS); the ~25 s `artifacts` run is shared by nearly all integration tests, so it does
+    not count. Everything else is `unit`."""
+    node, fixtures = item.nodeid.split("[")[0], set(getattr(item, "fixturenames", ()))
+    if fixtures.isdisjoint(HEAVY_FIXTURES) and node not in INTEGRATION_TESTS:
+        return ("unit",)
+    return ("integration", "slow") if node in SLOW_TESTS or fixtures & SLOW_FIXTURES else ("integration",)
+
+
+def pytest_collection_modifyitems(config, items):
+    modules = {item.nodeid.split("::")[0]: item.module for item in items if isinstance(item, pytest.Function)}
+    stale = [node for node in sorted(INTEGRATION_TESTS | SLOW_TESTS)
+             if node.split("::")[0] in modules and not hasattr(modules[node.split("::")[0]], node.split("::")[1])]
+    if stale:  # a renamed test would silently drop back to `unit` or lose `slow`
+        raise pytest.UsageError(f"tests/conftest.py names tests that no longer exist: {stale}")
+    for item in items:
+        for marker in tier(item):
+            item.add_marker(marker)

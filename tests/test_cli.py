@@ -13,14 +13,17 @@ def _assert_usage_error(done, fragment):
 
 
 @pytest.mark.parametrize(("args", "fragment"), [
-    (["train", "--profile", "huge"], "unknown profile 'huge'"),
-    (["train", "--trainer", "jax"], "unknown trainer 'jax'"),
-    (["train", "--epochs", "0"], "epochs and batch size must be at least 1"),
-    (["train", "--bogus"], "unrecognized arguments: --bogus"),
+    (["training", "train", "--profile", "huge"], "unknown profile 'huge'"),
+    (["training", "train", "--trainer", "jax"], "unknown trainer 'jax'"),
+    (["training", "train", "--epochs", "0"], "epochs and batch size must be at least 1"),
+    (["training", "train", "--max-shift", "-1"], "max shift must be 0"),
+    (["training", "train", "--bogus"], "unrecognized arguments: --bogus"),
     (["export", "--model", "nothing-here"], "no checkpoint at"),
+    (["export", "--version", "0"], "version must be a positive integer"),
 ])
 def test_bad_arguments(tmp_path, args, fragment):
-    _assert_usage_error(run_module("training", "--artifacts", str(tmp_path / "a"), *args), fragment)
+    stage, *rest = args
+    _assert_usage_error(run_module(stage, "--artifacts", str(tmp_path / "a"), *rest), fragment)
 
 
 def test_missing_image_folder(tmp_path):
@@ -59,3 +62,19 @@ def test_training_on_an_image_folder_uses_its_class_names(tmp_path):
     import json
     meta = json.loads((tmp_path / "a" / "checkpoints" / "pets" / "checkpoint.json").read_text())
     assert meta["labels"] == ["cat", "dog", "eel"] and meta["dataset"] == "pets"
+
+
+@pytest.mark.parametrize(("script", "args", "fragment"), [
+    ("tvt-train", ["train", "--profile", "huge"], "unknown profile 'huge'"),
+    ("tvt-export", ["--version", "0"], "version must be a positive integer"),
+    ("tf-serving-dropin", ["--bogus"], "not implemented by the TF Serving drop-in: --bogus"),
+])
+def test_console_scripts_make_setup_installs(tmp_path, script, args, fragment):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    command = Path(sys.executable).with_name(script)
+    assert command.is_file(), f"{command} is missing: make setup installs the project's console scripts"
+    _assert_usage_error(subprocess.run([str(command), *args], cwd=tmp_path, capture_output=True, text=True,
+                                       timeout=300), fragment)

@@ -7,11 +7,11 @@ import pytest
 
 from common.fsutil import sha256_of
 from common.procs import free_port, port_open
+from model.checkpoint import load_checkpoint
+from model.reference import build_both
 from serving import clients
 from serving.torch import protos
 from serving.torch.server import TorchServe, TorchServeConfig, read_keys
-from training.checkpoint import load_checkpoint
-from training.reference import build_both
 
 TRANSPORTS = ["torch-rest", "torch-grpc"]
 

@@ -8,11 +8,11 @@ from PIL import Image
 
 from common.procs import free_port, port_open
 from common.targets import NAMES
+from model.checkpoint import load_checkpoint
+from model.reference import build_both
 from serving.clients import make_client
 from serving.torch.server import read_keys
 from tests.conftest import PORT_VARIABLES, run_module
-from training.checkpoint import load_checkpoint
-from training.reference import build_both
 
 
 def test_deploy_names_the_servers_and_smokes_all_four_transports(deployed):
@@ -69,7 +69,7 @@ def test_predict_cli_classifies_an_image_file(deployed, artifacts, tmp_path):
 
 def test_undeploy_stops_everything_and_leaves_no_port_listening(artifacts, tmp_path):
     # its own artifacts root, so its run directory is not the session fixture's
-    for part in ("models/tf", "checkpoints"):
+    for part in ("models/tf", "models/reference", "checkpoints"):
         shutil.copytree(artifacts.root / part, tmp_path / part)
     env = {"ARTIFACTS": str(tmp_path), "TF_SERVER": "dropin", **{v: str(free_port()) for v in PORT_VARIABLES}}
     assert run_module("serving", "deploy", "--target", "tf", env=env).returncode == 0

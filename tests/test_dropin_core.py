@@ -5,7 +5,7 @@ import threading
 import numpy as np
 import pytest
 
-from common.errors import UsageError
+from model.spec import get_spec
 from serving.tf.dropin.config import (
     ModelConfig,
     parse_batching_parameters,
@@ -13,10 +13,9 @@ from serving.tf.dropin.config import (
     parse_monitoring_config,
 )
 from serving.tf.dropin.core import DropInCore, ModelRef
-from serving.tf.dropin.errors import InvalidArgument, NotFound
+from serving.tf.dropin.errors import InvalidArgument, NotFound, StartupError
 from serving.tf.dropin.flags import parse_flags
 from tests.conftest import run_module
-from training.spec import get_spec
 
 SPEC = get_spec("tiny")
 IMAGES = np.random.default_rng(0).random((4, *SPEC.input_shape), dtype=np.float32)
@@ -112,7 +111,7 @@ model_config_list {
     assert (a.name, a.policy, a.versions, a.labels) == ("a", "specific", (1, 2), {"stable": 1})
     assert (b.name, b.policy, b.num_versions) == ("b", "latest", 1)
     config.write_text("model_config_list { config { name: 'a' base_pathx: '/x' } }")
-    with pytest.raises(UsageError, match="cannot read --model_config_file"):
+    with pytest.raises(StartupError, match="cannot read --model_config_file"):
         parse_model_config_file(config)
 
 
@@ -123,7 +122,7 @@ def test_batching_and_monitoring_files_in_tf_serving_text_format(tmp_path):
     params = parse_batching_parameters(batching)
     assert (params.max_batch_size, params.batch_timeout_micros, params.num_batch_threads) == (8, 500, 3)
     batching.write_text("pad_variable_length_inputs: true\n")
-    with pytest.raises(UsageError, match="not implemented by the drop-in.*pad_variable_length_inputs"):
+    with pytest.raises(StartupError, match="not implemented by the drop-in.*pad_variable_length_inputs"):
         parse_batching_parameters(batching)
     monitoring = tmp_path / "monitoring.config"
     monitoring.write_text('prometheus_config {\n  enable: true\n  path: "/metrics"\n}\n')

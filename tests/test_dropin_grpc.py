@@ -23,12 +23,12 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from model.spec import get_spec
 from serving.tf.dropin import SERVER_NAME
 from serving.tf.dropin.config import ModelConfig
 from serving.tf.dropin.core import DropInCore
 from serving.tf.dropin.grpc_api import parse_channel_arguments, serve_grpc
 from serving.tf.dropin.servable import CLASSIFY_METHOD, REGRESS_METHOD
-from training.spec import get_spec
 
 SPEC = get_spec("tiny")
 IMAGES = np.random.default_rng(0).random((4, *SPEC.input_shape), dtype=np.float32)

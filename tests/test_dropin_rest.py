@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 
+from model.spec import get_spec
 from serving.tf.dropin import SERVER_IDENTITY, SERVER_NAME
 from serving.tf.dropin.config import ModelConfig, MonitoringConfig
 from serving.tf.dropin.core import DropInCore
@@ -27,7 +28,6 @@ from serving.tf.dropin.rest_api import (
     to_array,
 )
 from serving.tf.dropin.servable import TensorInfo
-from training.spec import get_spec
 
 SPEC = get_spec("tiny")
 IMAGES = np.random.default_rng(0).random((3, *SPEC.input_shape), dtype=np.float32)

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from common.fsutil import sha256_of
+from model.checkpoint import load_checkpoint
+from model.parity import FLOAT_TOLERANCE
+from model.reference import build_both
+from model.spec import get_spec
 from tests.conftest import run_module
-from training.checkpoint import load_checkpoint
-from training.parity import FLOAT_TOLERANCE
-from training.reference import build_both
-from training.spec import get_spec
 
 FORMATS = {"tflite-float32", "tflite-float16", "tflite-dynamic-int8", "tflite-int8", "tflite-int8-io",
            "executorch-float32", "executorch-int8", "onnx-float32", "onnx-dynamic-int8"}
@@ -50,7 +50,7 @@ def test_quantization_parameter_bytes_are_counted_only_where_there_are_any(edge)
 
 def test_a_drifting_float32_format_fails_the_gate_and_a_lossy_quantized_one_is_flagged(edge, reference, tmp_path):
     from edge.evaluate import measure
-    from training.parity import ParityError
+    from model.parity import ParityError
 
     images, labels, expected = reference
     model_file = tmp_path / "model.bin"
@@ -169,6 +169,7 @@ def test_sidecar_shapes_say_what_each_runtime_accepts(edge, artifacts, reference
 
 @pytest.mark.parametrize(("setup", "fragment"), [
     ("no-savedmodel", "no SavedModel under"),
+    ("no-reference", "no reference answers for model 'tiny'"),
     ("empty-calibration", "needs calibration images; got none"),
     ("wrong-shape-calibration", "have shape [8, 8, 1]; the model takes [32, 32, 1]"),
     ("npy-calibration", "is a single array; expected an .npz"),
@@ -181,6 +182,8 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(artifacts, tmp_path,
     shutil.copytree(artifacts.checkpoint_dir("tiny"), root / "checkpoints" / "tiny")
     if setup != "no-savedmodel":
         shutil.copytree(artifacts.tf_model_base("tiny"), root / "models" / "tf" / "tiny")
+    if setup not in ("no-savedmodel", "no-reference"):
+        shutil.copytree(artifacts.reference_file("tiny").parent, root / "models" / "reference")
     args = ["edge", "--artifacts", str(root)]
     if setup.endswith("calibration"):
         args += ["--calibration", str(_bad_calibration_file(tmp_path, setup))]

@@ -18,9 +18,9 @@ import pytest
 from edge.evaluate import predict_all
 from edge.executorch_export import export_pte_int8, load_pte
 from edge.onnx_export import load_onnx
-from training.checkpoint import load_checkpoint
-from training.parity import accuracy
-from training.reference import build_both
+from model.checkpoint import load_checkpoint
+from model.parity import accuracy
+from model.reference import build_both
 
 FLOAT32_MAX_DELTA = 1e-5
 INT8_MIN_AGREEMENT = 0.97

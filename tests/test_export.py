@@ -9,11 +9,12 @@ from importlib.metadata import version
 import numpy as np
 import pytest
 
+from common.errors import UsageError
 from common.fsutil import sha256_of
-from serving.tf.export import export_savedmodel, run_savedmodel
-from training.checkpoint import load_checkpoint
-from training.parity import ParityError, check
-from training.reference import build_both
+from export.savedmodel import export_savedmodel, run_savedmodel
+from model.checkpoint import load_checkpoint
+from model.parity import ParityError, check
+from model.reference import build_both
 
 EXPORT_FORMATS = {"tf-savedmodel", "tflite-float32", "torchserve-mar"}
 
@@ -110,3 +111,35 @@ def test_parity_gate_fails_when_one_weight_is_perturbed(artifacts, tmp_path):
     tampered = export_savedmodel(models.keras_model, tmp_path / "1")
     with pytest.raises(ParityError, match=r"tf-savedmodel.*worst is test sample \d+"):
         check("tf-savedmodel", reference, run_savedmodel(tampered, images), 1e-5)
+
+
+def test_export_writes_the_reference_answers_later_stages_read(artifacts):
+    from common.reference import load_reference
+
+    checkpoint = load_checkpoint(artifacts.checkpoint_dir("tiny"))
+    images, labels = checkpoint.test_set()
+    answers = load_reference(artifacts, "tiny")
+    np.testing.assert_array_equal(answers.images, images)
+    np.testing.assert_array_equal(answers.labels, labels)
+    np.testing.assert_array_equal(answers.probabilities, build_both(checkpoint).reference_probabilities(images))
+    assert answers.weights_sha256 == sha256_of(checkpoint.directory / "weights.npz")
+    listed = [a for a in _manifest(artifacts)["artifacts"] if a["format"] == "reference-answers"]
+    assert [a["path"] for a in listed] == ["models/reference/tiny.npz"]
+
+
+def test_reference_answers_from_other_weights_are_refused(artifacts, tmp_path):
+    import shutil
+
+    from common.paths import ArtifactPaths
+    from common.reference import Reference, load_reference, write_reference
+
+    other = ArtifactPaths(tmp_path)
+    shutil.copytree(artifacts.checkpoint_dir("tiny"), other.checkpoint_dir("tiny"))
+    with pytest.raises(UsageError, match="run 'make export' first"):
+        load_reference(other, "tiny")
+    other.reference_file("tiny").parent.mkdir(parents=True)
+    answers = load_reference(artifacts, "tiny")
+    write_reference(other.reference_file("tiny"), Reference(answers.images, answers.labels, answers.probabilities,
+                                                            "0" * 64))
+    with pytest.raises(UsageError, match="other weights"):
+        load_reference(other, "tiny")

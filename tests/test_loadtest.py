@@ -86,7 +86,7 @@ def test_a_wrong_expected_label_shows_up_as_failures(deployed, artifacts):
     deploy_cfg = DeployConfig(model="tiny", artifacts=artifacts.root)
     cfg = RunConfig(targets=("tf-rest", "torch-grpc"), users=2, duration_s=4, warmup_s=1, artifacts=artifacts.root,
                     check_every=1, ceiling=False, quiet=True, run_id="wrong-labels")
-    good = payloads.prepare(artifacts.checkpoint_dir("tiny"), "tiny", 1, cfg.run_dir / "good.npz", count=8)
+    good = payloads.prepare(artifacts, "tiny", 1, cfg.run_dir / "good.npz", count=8)
     wrong = cfg.run_dir / "wrong.npz"
     with np.load(good, allow_pickle=False) as data:
         arrays = {name: data[name] for name in data.files}
@@ -103,10 +103,10 @@ def test_a_wrong_expected_label_shows_up_as_failures(deployed, artifacts):
 
 
 def test_payloads_carry_identical_images_to_every_target_and_the_reference_labels(artifacts, tmp_path):
-    from training.checkpoint import load_checkpoint
-    from training.reference import build_both
+    from model.checkpoint import load_checkpoint
+    from model.reference import build_both
 
-    path = payloads.prepare(artifacts.checkpoint_dir("tiny"), "tiny", 4, tmp_path / "p.npz", count=3)
+    path = payloads.prepare(artifacts, "tiny", 4, tmp_path / "p.npz", count=3)
     loaded = payloads.load(path)
     checkpoint = load_checkpoint(artifacts.checkpoint_dir("tiny"))
     images, _ = checkpoint.test_set()

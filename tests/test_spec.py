@@ -3,9 +3,9 @@
 import pytest
 
 from common.errors import UsageError
-from training.keras_model import build_keras_model
-from training.spec import PROFILES, get_spec
-from training.torch_model import build_torch_model
+from model.keras_model import build_keras_model
+from model.spec import PROFILES, get_spec
+from model.torch_model import build_torch_model
 
 
 @pytest.mark.parametrize("profile", sorted(PROFILES))

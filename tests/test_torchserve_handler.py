@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from common.procs import free_port, port_open
+from model.checkpoint import load_checkpoint
+from model.reference import build_both
 from serving.torch.server import ServerError, TorchServe, TorchServeConfig
-from training.checkpoint import load_checkpoint
-from training.reference import build_both
 
 MAX_REQUEST_BYTES = 4_000_000
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from training.config import ExportConfig, TrainConfig
-from training.export import run_export
+from export.config import ExportConfig
+from export.run import run_export
+from training.config import TrainConfig
 from training.recipe import Recipe, shifted_batches
 from training.train import run_training
 

@@ -3,11 +3,11 @@
 import numpy as np
 import torch
 
-from training.checkpoint import load_weights, save_weights
-from training.keras_model import build_keras_model
-from training.spec import get_spec
-from training.torch_model import build_torch_model
-from training.transfer import (
+from model.checkpoint import load_weights, save_weights
+from model.keras_model import build_keras_model
+from model.spec import get_spec
+from model.torch_model import build_torch_model
+from model.transfer import (
     weights_from_keras,
     weights_from_torch,
     weights_to_keras,

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from common.errors import UsageError
 from common.paths import ArtifactPaths, default_artifacts_root
-from training.parity import FLOAT_TOLERANCE
 from training.recipe import Recipe
 
 TRAINERS = ("torch", "tf")
@@ -56,27 +55,6 @@ class TrainConfig:
     @property
     def trained_briefly(self) -> bool:
         return PROFILE_DEFAULTS.get(self.profile, {}).get("trained_briefly", False)
-
-    @property
-    def paths(self) -> ArtifactPaths:
-        return ArtifactPaths(self.artifacts)
-
-
-@dataclass
-class ExportConfig:
-    model_name: str = "tiny"
-    version: int = 1  # TF Serving version directory and .mar version
-    max_batch: int = 256  # largest batch a server accepts and the exported program allows
-    max_request_bytes: int = 64 * 1024 * 1024
-    tolerance: float = FLOAT_TOLERANCE  # max |delta| of probabilities for float32 formats
-    artifacts: Path = field(default_factory=default_artifacts_root)
-
-    def __post_init__(self) -> None:
-        if self.version < 1:
-            raise UsageError("version must be a positive integer (TF Serving version directory)")
-        if self.max_batch < 1:
-            raise UsageError("max batch must be at least 1")
-        self.artifacts = Path(self.artifacts)
 
     @property
     def paths(self) -> ArtifactPaths:

@@ -9,11 +9,11 @@ import numpy as np
 
 from common.environment import host_record, package_versions
 from common.fsutil import publish, staging_dir
-from training.checkpoint import Checkpoint, load_checkpoint, save_weights
+from model.checkpoint import Checkpoint, load_checkpoint, save_weights
+from model.parity import accuracy
+from model.spec import get_spec
 from training.config import TrainConfig
 from training.data import Dataset, load_dataset
-from training.parity import accuracy
-from training.spec import get_spec
 
 CALIBRATION_IMAGES = 256
 
@@ -63,7 +63,7 @@ def run_training(cfg: TrainConfig) -> Checkpoint:
             "trained_briefly": cfg.trained_briefly, "train_seconds": round(train_seconds, 2),
             "history": history, "tools": package_versions(), "host": host_record(),
         }
-        from training.reference import build_both  # imports both frameworks: only once input is valid
+        from model.reference import build_both  # imports both frameworks: only once input is valid
 
         checkpoint = Checkpoint(scratch, meta)
         x_test, y_test = data.x_test, data.y_test

@@ -9,18 +9,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from model.keras_model import build_keras_model, keras_logits_model, predict_keras
+from model.parity import accuracy
+from model.spec import ModelSpec
+from model.transfer import Weights, weights_from_keras
 from training.data import Dataset
-from training.keras_model import build_keras_model, keras_logits_model
-from training.parity import accuracy
 from training.recipe import Recipe, epoch_line, shifted_batches
-from training.spec import ModelSpec
-from training.transfer import Weights, weights_from_keras
-
-
-def predict_keras(model: keras.Model, images: np.ndarray, batch: int = 256) -> np.ndarray:
-    """Softmax probabilities in inference mode, in batches."""
-    return np.concatenate([model(images[i:i + batch], training=False).numpy()
-                           for i in range(0, len(images), batch)])
 
 
 def train_tf(spec: ModelSpec, data: Dataset, recipe: Recipe, log_dir: Path) -> tuple[Weights, list[dict]]:

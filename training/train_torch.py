@@ -10,24 +10,16 @@ import torch
 from torch.nn import functional as F
 from torch.utils.tensorboard import SummaryWriter
 
+from model.parity import accuracy
+from model.spec import ModelSpec
+from model.torch_model import build_torch_model, predict_torch
+from model.transfer import Weights, weights_from_torch
 from training.data import Dataset
-from training.parity import accuracy
 from training.recipe import Recipe, epoch_line, shifted_batches
-from training.spec import ModelSpec
-from training.torch_model import build_torch_model
-from training.transfer import Weights, weights_from_torch
 
 
 def _accuracy(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray) -> float:
     return accuracy(predict_torch(model, images), labels)
-
-
-def predict_torch(model: torch.nn.Module, images: np.ndarray, batch: int = 256) -> np.ndarray:
-    """Softmax probabilities of an eval-mode model, in batches."""
-    model.eval()
-    with torch.inference_mode():
-        parts = [model(torch.from_numpy(images[i:i + batch])).numpy() for i in range(0, len(images), batch)]
-    return np.concatenate(parts)
 
 
 def train_torch(spec: ModelSpec, data: Dataset, recipe: Recipe, log_dir: Path) -> tuple[Weights, list[dict]]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from common.errors import UsageError
+from serving.tf.dropin.errors import StartupError
 
 
 @dataclass(frozen=True)
@@ -32,22 +32,22 @@ class ModelConfig:
 
 
 def parse_model_config_file(path: Path) -> list[ModelConfig]:
-    """ModelServerConfig text proto -> ModelConfigs; UsageError on anything malformed."""
+    """ModelServerConfig text proto -> ModelConfigs; StartupError on anything malformed."""
     from tensorflow_serving.config import model_server_config_pb2
 
     proto = model_server_config_pb2.ModelServerConfig()
     try:
         text_format.Parse(Path(path).read_text(encoding="utf-8"), proto)
     except (OSError, text_format.ParseError) as exc:
-        raise UsageError(f"cannot read --model_config_file {path}: {exc}") from None
+        raise StartupError(f"cannot read --model_config_file {path}: {exc}") from None
     if proto.WhichOneof("config") != "model_config_list":
-        raise UsageError(f"{path}: only model_config_list is supported")
+        raise StartupError(f"{path}: only model_config_list is supported")
     models = []
     for entry in proto.model_config_list.config:
         if entry.model_platform not in ("", "tensorflow"):
-            raise UsageError(f"{path}: model {entry.name}: platform {entry.model_platform!r} is not supported")
+            raise StartupError(f"{path}: model {entry.name}: platform {entry.model_platform!r} is not supported")
         if not entry.name or not entry.base_path:
-            raise UsageError(f"{path}: every model needs a name and a base_path")
+            raise StartupError(f"{path}: every model needs a name and a base_path")
         policy = entry.model_version_policy.WhichOneof("policy_choice") or "latest"
         models.append(ModelConfig(
             name=entry.name, base_path=Path(entry.base_path), policy=policy,
@@ -56,7 +56,7 @@ def parse_model_config_file(path: Path) -> list[ModelConfig]:
             labels=dict(entry.version_labels)))
     names = [m.name for m in models]
     if len(set(names)) != len(names):
-        raise UsageError(f"{path}: model names must be unique, got {names}")
+        raise StartupError(f"{path}: model names must be unique, got {names}")
     return models
 
 
@@ -75,7 +75,7 @@ def _flat_text_proto(path: Path, kind: str) -> dict[str, str]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise UsageError(f"cannot read {kind} {path}: {exc.strerror}") from None
+        raise StartupError(f"cannot read {kind} {path}: {exc.strerror}") from None
     values = {}
     for line in text.splitlines():
         line = line.split("#", 1)[0].strip()
@@ -83,7 +83,7 @@ def _flat_text_proto(path: Path, kind: str) -> dict[str, str]:
             continue
         match = _ASSIGNMENT.match(line)
         if not match:
-            raise UsageError(f"{kind} {path}: cannot parse line {line!r}")
+            raise StartupError(f"{kind} {path}: cannot parse line {line!r}")
         values[match.group(1)] = match.group(2) or match.group(3)
     return values
 
@@ -96,13 +96,13 @@ def parse_batching_parameters(path: Path | None) -> BatchingParameters:
     known = set(BatchingParameters.__dataclass_fields__)
     unknown = sorted(set(values) - known)
     if unknown:
-        raise UsageError(f"--batching_parameters_file {path}: fields not implemented by the drop-in: {unknown}")
+        raise StartupError(f"--batching_parameters_file {path}: fields not implemented by the drop-in: {unknown}")
     try:
         params = BatchingParameters(**{k: int(v) for k, v in values.items()})
     except ValueError as exc:
-        raise UsageError(f"--batching_parameters_file {path}: {exc}") from None
+        raise StartupError(f"--batching_parameters_file {path}: {exc}") from None
     if min(params.max_batch_size, params.max_enqueued_batches, params.num_batch_threads) < 1:
-        raise UsageError(f"--batching_parameters_file {path}: sizes and thread counts must be at least 1")
+        raise StartupError(f"--batching_parameters_file {path}: sizes and thread counts must be at least 1")
     return params
 
 
@@ -119,10 +119,10 @@ def parse_monitoring_config(path: Path | None) -> MonitoringConfig:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise UsageError(f"cannot read --monitoring_config_file {path}: {exc.strerror}") from None
+        raise StartupError(f"cannot read --monitoring_config_file {path}: {exc.strerror}") from None
     block = re.search(r"prometheus_config\s*\{([^}]*)\}", text)
     if not block:
-        raise UsageError(f"--monitoring_config_file {path}: no prometheus_config block")
+        raise StartupError(f"--monitoring_config_file {path}: no prometheus_config block")
     enable = re.search(r"enable\s*:\s*(true|false)", block.group(1))
     where = re.search(r'path\s*:\s*"([^"]+)"', block.group(1))
     return MonitoringConfig(bool(enable and enable.group(1) == "true"),

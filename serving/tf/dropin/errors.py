@@ -6,6 +6,14 @@ Front ends map them: REST to the HTTP status, gRPC to the grpc.StatusCode.
 from __future__ import annotations
 
 
+class StartupError(Exception):
+    """A flag or config file the server cannot start with: it exits 2 with this one line.
+
+    The drop-in is a server of its own and imports nothing from the rest of the repository,
+    so it has its own, instead of the project's UsageError.
+    """
+
+
 class ServingError(Exception):
     http_status = 500
     grpc_code = "INTERNAL"

@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
-from common.errors import OneLineArgumentParser, UsageError
+from serving.tf.dropin.errors import StartupError
 
 
 def _bool(text: str) -> bool:
@@ -45,8 +46,15 @@ class ServerFlags:
     version: bool = False
 
 
-def _parser() -> OneLineArgumentParser:
-    parser = OneLineArgumentParser(
+class _OneLineParser(argparse.ArgumentParser):
+    """A bad flag is one line and exit code 2, as every error at start-up."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _parser() -> _OneLineParser:
+    parser = _OneLineParser(
         prog="tf-serving-dropin", add_help=True,
         description="Local drop-in for tensorflow_model_server (not the official binary).")
     add = parser.add_argument
@@ -74,12 +82,12 @@ def _parser() -> OneLineArgumentParser:
 
 
 def parse_flags(argv: list[str] | None) -> ServerFlags:
-    """Parse argv; UsageError names any flag the drop-in does not implement."""
+    """Parse argv; StartupError names any flag the drop-in does not implement."""
     parser = _parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         names = sorted({item.split("=", 1)[0] for item in unknown if item.startswith("-")}) or unknown
-        raise UsageError(f"flag(s) not implemented by the TF Serving drop-in: {', '.join(names)} "
+        raise StartupError(f"flag(s) not implemented by the TF Serving drop-in: {', '.join(names)} "
                          "(run with --help for the flags it implements)")
     flags = ServerFlags(**vars(args))
     if not flags.version:
@@ -89,15 +97,15 @@ def parse_flags(argv: list[str] | None) -> ServerFlags:
 
 def _check(flags: ServerFlags) -> None:
     if bool(flags.model_config_file) == bool(flags.model_base_path):
-        raise UsageError("give exactly one of --model_base_path (with --model_name) or --model_config_file")
+        raise StartupError("give exactly one of --model_base_path (with --model_name) or --model_config_file")
     if flags.model_base_path and not Path(flags.model_base_path).is_dir():
-        raise UsageError(f"--model_base_path {flags.model_base_path} is not a directory")
+        raise StartupError(f"--model_base_path {flags.model_base_path} is not a directory")
     if flags.batching_parameters_file and not flags.enable_batching:
-        raise UsageError("--batching_parameters_file needs --enable_batching")
+        raise StartupError("--batching_parameters_file needs --enable_batching")
     if flags.port == 0 and flags.rest_api_port == 0 and not flags.grpc_socket_path:
-        raise UsageError("nothing to serve on: set --port, --rest_api_port or --grpc_socket_path")
+        raise StartupError("nothing to serve on: set --port, --rest_api_port or --grpc_socket_path")
     for name in ("port", "rest_api_port"):
         if not 0 <= getattr(flags, name) <= 65535:
-            raise UsageError(f"--{name} must be between 0 and 65535")
+            raise StartupError(f"--{name} must be between 0 and 65535")
     if flags.port and flags.port == flags.rest_api_port:
-        raise UsageError("--port and --rest_api_port must differ")
+        raise StartupError("--port and --rest_api_port must differ")

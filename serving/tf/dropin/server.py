@@ -8,7 +8,6 @@ import sys
 import threading
 from pathlib import Path
 
-from common.errors import UsageError
 from serving.tf.dropin import SERVER_IDENTITY
 from serving.tf.dropin.config import (
     ModelConfig,
@@ -17,6 +16,7 @@ from serving.tf.dropin.config import (
     parse_monitoring_config,
 )
 from serving.tf.dropin.core import DropInCore
+from serving.tf.dropin.errors import StartupError
 from serving.tf.dropin.flags import ServerFlags, parse_flags
 
 DROPIN_VERSION = "0.1.0"
@@ -49,7 +49,7 @@ def run(flags: ServerFlags) -> int:
     try:
         channel_args = parse_channel_arguments(flags.grpc_channel_arguments)
     except ValueError as exc:
-        raise UsageError(f"--grpc_channel_arguments: {exc}") from None
+        raise StartupError(f"--grpc_channel_arguments: {exc}") from None
     monitoring = parse_monitoring_config(Path(flags.monitoring_config_file)
                                          if flags.monitoring_config_file else None)
     log.info("%s %s starting", SERVER_IDENTITY, DROPIN_VERSION)
@@ -58,7 +58,7 @@ def run(flags: ServerFlags) -> int:
         grpc_server, rest_server = _front_ends(flags, core, channel_args, monitoring)
     except OSError as exc:  # a port or socket that is taken: say which, exit 2
         core.stop()
-        raise UsageError(str(exc)) from None
+        raise StartupError(str(exc)) from None
 
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

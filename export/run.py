@@ -1,4 +1,4 @@
-"""`python -m training export`: every deployment format from one checkpoint, gated on parity.
+"""`python -m export`: every deployment format from one checkpoint, gated on parity.
 
 All formats are written into a staging directory first and checked against
 the reference model on the whole test set; only when every one passes are
@@ -15,16 +15,17 @@ from pathlib import Path
 import numpy as np
 
 from common.environment import package_versions
-from common.fsutil import publish, staging_dir
+from common.fsutil import publish, sha256_of, staging_dir
 from common.manifest import artifact_entry, directory_entry, update_manifest
-from edge.tflite import convert_float32, run_tflite
-from serving.tf.export import INPUT_NAME, OUTPUT_NAME, SIGNATURE, export_savedmodel, run_savedmodel
-from serving.torch.export import build_mar, export_program, extract_program, run_program
-from training.checkpoint import Checkpoint, load_checkpoint
-from training.config import ExportConfig
-from training.parity import ParityReport, check
-from training.parity import accuracy as top1_accuracy
-from training.reference import build_both
+from common.reference import Reference, write_reference
+from export.config import ExportConfig
+from export.mar import build_mar, export_program, extract_program, run_program
+from export.savedmodel import INPUT_NAME, OUTPUT_NAME, SIGNATURE, export_savedmodel, run_savedmodel
+from export.tflite import convert_float32, run_tflite
+from model.checkpoint import Checkpoint, load_checkpoint
+from model.parity import ParityReport, check
+from model.parity import accuracy as top1_accuracy
+from model.reference import build_both
 
 
 @dataclass
@@ -59,11 +60,16 @@ def _model_meta(checkpoint: Checkpoint, cfg: ExportConfig) -> dict:
             "max_batch": cfg.max_batch, "max_request_bytes": cfg.max_request_bytes}
 
 
-def stage_all(checkpoint: Checkpoint, cfg: ExportConfig, scratch: Path) -> list[Exported]:
-    """Export every format into `scratch` and gate each on parity (raises ParityError)."""
+def stage_all(checkpoint: Checkpoint, cfg: ExportConfig, scratch: Path) -> tuple[list[Exported], Path]:
+    """Export every format into `scratch` and gate each on parity (raises ParityError).
+
+    Also stages the reference answers every format was gated on, for the later stages to compare with.
+    """
     models = build_both(checkpoint)
     images, labels = checkpoint.test_set()
     reference = models.reference_probabilities(images)
+    answers = write_reference(scratch / "reference.npz", Reference(
+        images, labels, reference, sha256_of(checkpoint.directory / "weights.npz")))
     tol, paths, name = cfg.tolerance, cfg.paths, cfg.model_name
     input_shape = tuple(checkpoint.meta["input_shape"])
     print(f"export {name} v{cfg.version}: reference is the {checkpoint.trainer} model, "
@@ -88,7 +94,7 @@ def stage_all(checkpoint: Checkpoint, cfg: ExportConfig, scratch: Path) -> list[
     report, accuracy = _gate("torchserve-mar", lambda: run_program(archived, images), reference, labels, tol)
     results.append(Exported("torchserve-mar", mar, paths.torch_model_store / mar.name, report, accuracy,
                             package_versions(["torch", "torch-model-archiver"])))
-    return results
+    return results, answers
 
 
 def _manifest_entry(item: Exported, root: Path) -> dict:
@@ -101,14 +107,19 @@ def run_export(cfg: ExportConfig) -> list[dict]:
     """Export, gate, publish and record every format; returns the manifest entries."""
     checkpoint = load_checkpoint(cfg.paths.checkpoint_dir(cfg.model_name))
     models_root = cfg.paths.root / "models"
+    reference_file = cfg.paths.reference_file(cfg.model_name)
     with staging_dir(models_root) as scratch:
-        staged = stage_all(checkpoint, cfg, scratch)
+        staged, answers = stage_all(checkpoint, cfg, scratch)
         for item in staged:
             publish(item.staged, item.final)
+        publish(answers, reference_file)
     entries = [_manifest_entry(item, cfg.paths.root) for item in staged]
+    trainer_tools = ["torch"] if checkpoint.trainer == "torch" else ["tensorflow", "keras"]
+    reference_entry = artifact_entry(reference_file, cfg.paths.root, "reference-answers",
+                                     package_versions(trainer_tools))
     model = {"name": cfg.model_name, **{k: v for k, v in checkpoint.meta.items() if k not in ("history", "host")},
              "version": cfg.version, "exported_formats": [item.fmt for item in staged]}
-    update_manifest(cfg.paths.manifest, model, entries)
+    update_manifest(cfg.paths.manifest, model, [*entries, reference_entry])
     return entries
 
 

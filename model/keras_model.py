@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 
-from training.spec import BN_EPSILON, BN_MOMENTUM, Layer, ModelSpec
+from model.spec import BN_EPSILON, BN_MOMENTUM, Layer, ModelSpec
 
 
 def _keras_layers(layer: Layer) -> list[keras.layers.Layer]:
@@ -49,3 +50,9 @@ def build_keras_model(spec: ModelSpec) -> keras.Model:
 def keras_logits_model(model: keras.Model) -> keras.Model:
     """The same network without its final softmax, for numerically stable training."""
     return keras.Model(model.inputs, model.get_layer("probabilities").input)
+
+
+def predict_keras(model: keras.Model, images: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Softmax probabilities in inference mode, in batches."""
+    return np.concatenate([model(images[i:i + batch], training=False).numpy()
+                           for i in range(0, len(images), batch)])

@@ -1,7 +1,7 @@
 """The training stage's output: weights, the test set and what produced them.
 
 artifacts/checkpoints/<model>/
-  weights.npz       neutral-layout weights (training/transfer.py), no pickles
+  weights.npz       neutral-layout weights (model/transfer.py), no pickles
   test_set.npz      the held-out test images and labels every parity check uses
   calibration.npz   a sample of training images for quantization calibration
   checkpoint.json   spec, labels, normalization, trainer, seed, accuracy, history
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import UsageError
-from training.spec import ModelSpec, get_spec
+from model.spec import ModelSpec, get_spec
 
 Weights = dict[str, dict[str, np.ndarray]]  # {layer name: {weight name: array}}, Keras layouts
 

@@ -1,7 +1,7 @@
 """Both framework builds of a checkpoint, and the reference model's predictions.
 
 The reference is the model in the framework that trained it; the other
-framework's build receives the same weights through training/transfer.py.
+framework's build receives the same weights through model/transfer.py.
 """
 
 from __future__ import annotations
@@ -11,12 +11,10 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from training.checkpoint import Checkpoint
-from training.keras_model import build_keras_model
-from training.torch_model import SpecNet, build_torch_model
-from training.train_tf import predict_keras
-from training.train_torch import predict_torch
-from training.transfer import weights_to_keras, weights_to_torch
+from model.checkpoint import Checkpoint
+from model.keras_model import build_keras_model, predict_keras
+from model.torch_model import SpecNet, build_torch_model, predict_torch
+from model.transfer import weights_to_keras, weights_to_torch
 
 
 @dataclass

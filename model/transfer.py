@@ -2,7 +2,7 @@
 
 Weights travel as a framework-neutral dict, {layer name: {weight name: array}},
 in Keras's layouts (kernels HWIO). The same dict is the checkpoint format
-(training/checkpoint.py stores it as an .npz).
+(model/checkpoint.py stores it as an .npz).
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import keras
 import numpy as np
 import torch
 
-from training.checkpoint import Weights
-from training.spec import ModelSpec
-from training.torch_model import SpecNet
+from model.checkpoint import Weights
+from model.spec import ModelSpec
+from model.torch_model import SpecNet
 
 _BN_KEYS = ("gamma", "beta", "moving_mean", "moving_variance")
 

@@ -3,10 +3,11 @@ so every server and format receives the same tensors."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
-from training.spec import BN_EPSILON, BN_MOMENTUM, Layer, ModelSpec
+from model.spec import BN_EPSILON, BN_MOMENTUM, Layer, ModelSpec
 
 
 def _torch_layer(layer: Layer, channels: int) -> tuple[nn.Module, int]:
@@ -62,3 +63,11 @@ class SpecNet(nn.Module):
 def build_torch_model(spec: ModelSpec) -> SpecNet:
     """A PyTorch module for `spec`, weights freshly initialised."""
     return SpecNet(spec)
+
+
+def predict_torch(model: torch.nn.Module, images: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Softmax probabilities of an eval-mode model, in batches."""
+    model.eval()
+    with torch.inference_mode():
+        parts = [model(torch.from_numpy(images[i:i + batch])).numpy() for i in range(0, len(images), batch)]
+    return np.concatenate(parts)

@@ -1,6 +1,6 @@
 """Benchmark: does server-side batching raise the drop-in's throughput under concurrent load?
 
-  python -m serving.tf.dropin.bench [--clients 16] [--seconds 10] [--model tiny]
+  python -m serving.tf.bench_dropin [--clients 16] [--seconds 10] [--model tiny]
 
 Starts the drop-in twice as a separate process (batching off, then on with
 serving/tf/batching.config), drives each with N concurrent keep-alive REST
@@ -73,7 +73,7 @@ def run_one(paths: ArtifactPaths, model: str, batching: bool, clients: int, seco
     if batching:
         command += ["--enable_batching", f"--batching_parameters_file={REPO_ROOT / 'serving/tf/batching.config'}"]
     log_file = paths.run_dir / f"bench-dropin-{'batching' if batching else 'plain'}.log"
-    process = start_group(command, log_file, cwd=REPO_ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    process = start_group(command, log_file, cwd=REPO_ROOT, env=dict(os.environ))
     try:
         if not wait_http_ok(f"http://127.0.0.1:{rest_port}/v1/models/{model}", 120, lambda: process.poll() is None):
             raise RuntimeError(f"drop-in did not start:\n{log_tail(log_file)}")
@@ -93,7 +93,7 @@ def run_one(paths: ArtifactPaths, model: str, batching: bool, clients: int, seco
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = OneLineArgumentParser(prog="python -m serving.tf.dropin.bench", description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(prog="python -m serving.tf.bench_dropin", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10.0)

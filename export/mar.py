@@ -13,9 +13,11 @@ from typing import Any
 import numpy as np
 import torch
 
-HERE = Path(__file__).resolve().parent
-HANDLER = HERE / "handler.py"
-CODEC = HERE.parent / "rest_codec.py"
+from common.paths import REPO_ROOT
+
+# The handler and codec TorchServe runs are packed into the .mar as files; export does not import serving.
+HANDLER = REPO_ROOT / "serving" / "torch" / "handler.py"
+CODEC = REPO_ROOT / "serving" / "rest_codec.py"
 PROGRAM_FILE = "model.pt2"
 META_FILE = "model_meta.json"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from edge.calibration import check_calibration
+from export.calibration import check_calibration
 
 SIGNATURE = "serving_default"
 
