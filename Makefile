@@ -74,7 +74,7 @@ predict: protos ## One prediction for humans: make predict TARGET=tf-grpc IMAGE=
 	$(PY) -m serving predict --target $(or $(TARGET),tf-rest) --image $(IMAGE)
 
 bench-batching: setup ## Benchmark: drop-in throughput with server-side batching off vs on (prints the ratio)
-	$(PY) -m serving.tf.dropin.bench
+	$(PY) -m serving.tf.bench_dropin
 
 loadtest: protos ## Locust against the four deployed targets, side-by-side table + summary.json (LOADTEST_ARGS=...)
 	$(PY) -m loadtests run $(LOADTEST_ARGS)
