@@ -21,15 +21,15 @@ SCRIPT = REPO_ROOT / "scripts" / "prereqs.sh"
 TOOLS = ("bash", "sed", "head", "id", "uname", "apt-cache", "env")
 
 
-def _bin_with(tmp_path: Path, *commands: str, java_says: str | None = None) -> Path:
-    """A directory for PATH holding only these commands (and a fake `java` printing `java_says`)."""
+def _bin_with(tmp_path: Path, *commands: str, java_says: str = 'openjdk version "17.0.15" 2025-04-15') -> Path:
+    """A directory for PATH holding only these commands and a fake `java` printing `java_says` (no Java needed)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for command in (*TOOLS, *commands):
         found = shutil.which(command)
         assert found, f"{command} is needed to run this test (make prereqs installs it)"
         (bin_dir / command).symlink_to(found)
-    if java_says is not None:
+    if java_says:
         (bin_dir / "java").write_text(f"#!/bin/sh\necho '{java_says}' >&2\n")
         (bin_dir / "java").chmod(0o755)
     return bin_dir
@@ -53,7 +53,7 @@ def test_everything_present_is_one_line_and_success():
     ("docker-compose", "a Compose implementation", "docker-compose"),
 ])
 def test_a_missing_tool_stops_with_one_line_naming_its_package(tmp_path, hidden, named, package):
-    present = [c for c in ("java", "chromium", "docker-compose") if c != hidden]
+    present = [c for c in ("chromium", "docker-compose") if c != hidden]
     done = _run(_bin_with(tmp_path, *present))
     assert done.returncode == 2 and done.stdout == ""
     assert len(done.stderr.splitlines()) == 1
@@ -69,5 +69,5 @@ def test_an_old_java_is_named_with_its_version(tmp_path):
 
 
 def test_python_other_than_3_11_is_refused(tmp_path):
-    done = _run(_bin_with(tmp_path, "java", "chromium", "docker-compose"), python="python3.99")
+    done = _run(_bin_with(tmp_path, "chromium", "docker-compose"), python="python3.99")
     assert done.returncode == 2 and "missing: Python 3.11 (python3.99 not found)" in done.stderr
