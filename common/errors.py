@@ -37,3 +37,8 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(code)
+
+
+def console_script(main: Callable[[list[str] | None], int]) -> Callable[[], NoReturn]:
+    """A stage's console script ([project.scripts] in pyproject.toml): main() through run_cli()."""
+    return lambda: run_cli(main)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.errors import OneLineArgumentParser, UsageError, run_cli
+from common.errors import OneLineArgumentParser, UsageError, console_script
 from common.fsutil import write_results_file
 from common.paths import ArtifactPaths, default_artifacts_root, default_model
 from common.reference import load_reference
@@ -161,12 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     return 0
 
-
-
-def cli() -> None:
-    """The console script ([project.scripts] in pyproject.toml)."""
-    run_cli(main)
-
+cli = console_script(main)
 
 if __name__ == "__main__":
     cli()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from common.errors import OneLineArgumentParser, run_cli
+from common.errors import OneLineArgumentParser, console_script
 from common.paths import default_artifacts_root, default_model
 from model.parity import FLOAT_TOLERANCE
 
@@ -51,12 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"manifest: {cfg.paths.manifest}")
     return 0
 
-
-
-def cli() -> None:
-    """The console script ([project.scripts] in pyproject.toml)."""
-    run_cli(main)
-
+cli = console_script(main)
 
 if __name__ == "__main__":
     cli()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.errors import OneLineArgumentParser, UsageError, run_cli
+from common.errors import OneLineArgumentParser, UsageError, console_script
 from common.paths import default_model
 from common.targets import NAMES
 from loadtests.config import RunConfig, SweepConfig, new_run_id
@@ -118,12 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     return {"run": command_run, "sweep": command_sweep, "prepare": command_prepare}[args.command](args)
 
-
-
-def cli() -> None:
-    """The console script ([project.scripts] in pyproject.toml)."""
-    run_cli(main)
-
+cli = console_script(main)
 
 if __name__ == "__main__":
     cli()

@@ -16,7 +16,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 from pathlib import Path  # noqa: E402
 
-from common.errors import OneLineArgumentParser, UsageError, run_cli  # noqa: E402
+from common.errors import OneLineArgumentParser, UsageError, console_script  # noqa: E402
 from common.paths import default_artifacts_root  # noqa: E402
 
 
@@ -34,12 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"written {path}")
     return 0
 
-
-
-def cli() -> None:
-    """The console script ([project.scripts] in pyproject.toml)."""
-    run_cli(main)
-
+cli = console_script(main)
 
 if __name__ == "__main__":
     cli()

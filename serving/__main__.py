@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from common.errors import OneLineArgumentParser, UsageError, run_cli
+from common.errors import OneLineArgumentParser, UsageError, console_script
 from common.targets import NAMES, SIDES, names_of
 
 
@@ -108,12 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
-
-
-def cli() -> None:
-    """The console script ([project.scripts] in pyproject.toml)."""
-    run_cli(main)
-
+cli = console_script(main)
 
 if __name__ == "__main__":
     cli()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from common.errors import OneLineArgumentParser, run_cli
+from common.errors import OneLineArgumentParser, console_script
 from common.paths import default_artifacts_root
 
 
@@ -50,12 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     run_training(cfg)
     return 0
 
-
-
-def cli() -> None:
-    """The console script ([project.scripts] in pyproject.toml)."""
-    run_cli(main)
-
+cli = console_script(main)
 
 if __name__ == "__main__":
     cli()
