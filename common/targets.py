@@ -8,6 +8,7 @@ of splitting strings like "tf-rest".
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from common.errors import UsageError
@@ -43,7 +44,7 @@ TARGETS: tuple[Target, ...] = (
            "/org.pytorch.serve.grpc.inference.InferenceAPIsService/Predictions"),
 )
 NAMES: tuple[str, ...] = tuple(target.name for target in TARGETS)
-SIDES: tuple[str, ...] = ("tf", "torch")
+SIDES: tuple[str, ...] = tuple(dict.fromkeys(target.side for target in TARGETS))
 BODIES: tuple[str, ...] = tuple(dict.fromkeys(target.body for target in TARGETS))
 _BY_NAME = {target.name: target for target in TARGETS}
 
@@ -65,7 +66,7 @@ def names_of(side: str) -> tuple[str, ...]:
     return tuple(t.name for t in TARGETS if t.side == side)
 
 
-def ordered(names) -> list[str]:
+def ordered(names: Iterable[str]) -> list[str]:
     """`names` (any iterable of target names) in the table's order; unknown names are dropped."""
     present = set(names)
     return [name for name in NAMES if name in present]

@@ -53,8 +53,7 @@ def stage_formats(scratch: Path, savedmodel: Path, checkpoint, calibration: np.n
     """Convert every format into scratch; returns (format, runtime, file, loader, quantized)."""
     from edge import executorch_export, onnx_export
     from export import tflite
-    from model.torch_model import build_torch_model
-    from model.transfer import weights_to_torch
+    from model.reference import build_torch
 
     meta, name = checkpoint.meta, checkpoint.meta["model_name"]
     input_shape = tuple(meta["input_shape"])
@@ -64,9 +63,7 @@ def stage_formats(scratch: Path, savedmodel: Path, checkpoint, calibration: np.n
         file = tflite.convert(savedmodel, variant, scratch / f"{name}_{variant}.tflite", calibration)
         _sidecar(file, f"tflite-{variant}", meta, tflite.io_details(file))
         staged.append((f"tflite-{variant}", "litert", file, tflite.load_tflite, variant != "float32"))
-    torch_model = build_torch_model(checkpoint.spec)  # ExecuTorch and ONNX convert from the PyTorch build
-    weights_to_torch(checkpoint.weights(), torch_model)
-    torch_model.eval()
+    torch_model = build_torch(checkpoint)  # ExecuTorch and ONNX convert from the PyTorch build alone
     classes = len(meta["labels"])
     for label, export, quantized in (
             ("executorch-float32", lambda f: executorch_export.export_pte_float32(torch_model, input_shape, f), False),
@@ -160,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edge stopped: {exc}", file=sys.stderr)
         return 1
     return 0
+
 
 cli = console_script(main)
 

@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"manifest: {cfg.paths.manifest}")
     return 0
 
+
 cli = console_script(main)
 
 if __name__ == "__main__":

@@ -69,13 +69,12 @@ def run_config(args) -> RunConfig:
 def command_run(args) -> int:
     from loadtests import runner, summary
     from loadtests.payloads import prepare
-    from loadtests.targets import checkpoint_dir, resolve_targets
+    from loadtests.targets import resolve_targets
     from serving.config import DeployConfig
 
     cfg = run_config(args)
     deploy_cfg = DeployConfig(model=cfg.model, artifacts=cfg.artifacts)
     targets = resolve_targets(cfg.targets, deploy_cfg, cfg.host)  # unreachable: exit 2 before any load
-    checkpoint_dir(deploy_cfg)  # a clear error before any work when there is no trained model
     print(f"loadtest {cfg.run_id}: {cfg.mode} loop, "
           f"{f'{cfg.rate:g} req/s offered' if cfg.rate else f'{cfg.users} users'}, batch {cfg.batch_size}, "
           f"{cfg.warmup_s:g} s warm-up + {cfg.window_s:g} s window per target", flush=True)
@@ -101,15 +100,12 @@ def command_sweep(args) -> int:
 
 def command_prepare(args) -> int:
     from loadtests.payloads import prepare
-    from loadtests.targets import checkpoint_dir
     from serving.config import DeployConfig
 
     if args.batch_size < 1 or args.count < 1:
         raise UsageError("batch size and count must be at least 1")
     model = args.model or default_model()
-    deploy_cfg = DeployConfig(model=model)
-    checkpoint_dir(deploy_cfg)
-    out = prepare(deploy_cfg.paths, model, args.batch_size, args.out, args.count)
+    out = prepare(DeployConfig(model=model).paths, model, args.batch_size, args.out, args.count)
     print(f"payloads: {out} ({args.count} batches of {args.batch_size})")
     return 0
 
@@ -117,6 +113,7 @@ def command_prepare(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     return {"run": command_run, "sweep": command_sweep, "prepare": command_prepare}[args.command](args)
+
 
 cli = console_script(main)
 

@@ -26,7 +26,7 @@ from common.procs import free_port, stop_group
 from loadtests import calibrate, pinning, runner, summary
 from loadtests.config import SweepConfig
 from loadtests.payloads import prepare
-from loadtests.targets import Target, checkpoint_dir, resolve_targets
+from loadtests.targets import Target, resolve_targets
 from serving.config import DeployConfig
 
 KNEE_FACTOR = 2.0
@@ -125,7 +125,6 @@ class Sweep:
 
     def payload(self, batch_size: int) -> Path:
         if batch_size not in self.payloads:
-            checkpoint_dir(self.deploy_cfg)
             self.payloads[batch_size] = prepare(self.deploy_cfg.paths, self.base.model, batch_size,
                                                 self.dir / f"payloads-b{batch_size}.npz")
         return self.payloads[batch_size]

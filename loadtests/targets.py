@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
 
 from common.errors import UsageError
 from common.procs import port_open
@@ -67,25 +66,20 @@ def resolve_targets(names: tuple[str, ...], cfg: DeployConfig, host: str) -> lis
 
     targets = []
     for name in names:
-        side, port_key = target_named(name).side, target_named(name).port_key
+        spec = target_named(name)
+        side = spec.side
         record = read_record(cfg, side)
         if record is None:
             raise UsageError(f"{name}: no {side} server deployed (artifacts/run/{side}.json is missing); "
                              f"run 'make deploy' first")
-        port = int(record["ports"][port_key])
+        port = int(record["ports"][spec.port_key])
         if not port_open(port, host):
             raise UsageError(f"{name}: nothing answers on {host}:{port}; is the server still running? "
                              f"(make status, make deploy)")
         if record.get("model") != cfg.model:
             raise UsageError(f"{name}: the deployed model is {record.get('model')!r}, not {cfg.model!r}; "
                              f"set MODEL or redeploy")
-        token = (token_for(cfg, name) or "") if target_named(name).needs_token else ""
+        token = (token_for(cfg, name) or "") if spec.needs_token else ""
         targets.append(Target(name, host, port, server_record(record), token))
     return targets
 
-
-def checkpoint_dir(cfg: DeployConfig) -> Path:
-    path = cfg.paths.checkpoint_dir(cfg.model)
-    if not (path / "checkpoint.json").exists():
-        raise UsageError(f"no checkpoint for model {cfg.model!r} at {path}; run 'make train' first")
-    return path

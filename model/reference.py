@@ -29,11 +29,15 @@ class BuiltModels:
         return predict_keras(self.keras_model, images)
 
 
+def build_torch(checkpoint: Checkpoint) -> SpecNet:
+    """The PyTorch build with the checkpoint's weights, in eval mode (what .pte and .onnx convert from)."""
+    torch_model = build_torch_model(checkpoint.spec)
+    weights_to_torch(checkpoint.weights(), torch_model)
+    return torch_model.eval()
+
+
 def build_both(checkpoint: Checkpoint) -> BuiltModels:
     """Build the spec in both frameworks and load the checkpoint's weights into each."""
-    spec, weights = checkpoint.spec, checkpoint.weights()
-    keras_model = build_keras_model(spec)
-    weights_to_keras(weights, keras_model, spec)
-    torch_model = build_torch_model(spec)
-    weights_to_torch(weights, torch_model)
-    return BuiltModels(keras_model, torch_model.eval(), checkpoint.trainer)
+    keras_model = build_keras_model(checkpoint.spec)
+    weights_to_keras(checkpoint.weights(), keras_model, checkpoint.spec)
+    return BuiltModels(keras_model, build_torch(checkpoint), checkpoint.trainer)

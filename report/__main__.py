@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"written {path}")
     return 0
 
+
 cli = console_script(main)
 
 if __name__ == "__main__":

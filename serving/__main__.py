@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
+
 cli = console_script(main)
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     run_training(cfg)
     return 0
 
+
 cli = console_script(main)
 
 if __name__ == "__main__":
