@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from common import schemas
 from common.errors import UsageError
 
 
@@ -62,8 +63,14 @@ def publish(staged: Path, final: Path) -> Path:
     return final
 
 
-def write_results_file(results_dir: Path, name: str, record: dict) -> Path:
-    """Write one results file (indented JSON) into artifacts/results/, creating it if needed."""
+def write_results_file(results_dir: Path, name: str, record: dict, schema: str | None = None) -> Path:
+    """Write one results file (indented JSON) into artifacts/results/, creating it if needed.
+
+    With `schema`, the record is validated against common/schemas/<schema>.schema.json first: a record
+    that breaks it is a bug in the writer (jsonschema.ValidationError), and nothing is written.
+    """
+    if schema:
+        schemas.validate(record, schema)
     results_dir.mkdir(parents=True, exist_ok=True)
     out = results_dir / name
     out.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

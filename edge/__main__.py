@@ -131,7 +131,7 @@ def run_edge(paths: ArtifactPaths, model: str, calibration_file: Path | None) ->
               "latency": f"single image, 1 thread, {LATENCY_WARMUP} warm-up + {LATENCY_RUNS} timed runs",
               "host": host_record(),
               "packages": package_versions([*RUNTIME_PACKAGES.values(), "tensorflow", "torch", "onnx"])}
-    out = write_results_file(paths.results_dir, "edge.json", record)
+    out = write_results_file(paths.results_dir, "edge.json", record, schema="edge")
     for runtime, size in record["runtime_installed_bytes"].items():
         print(f"runtime {runtime:<12} installed size {size / 1e6:,.1f} MB" if size
               else f"runtime {runtime}: not installed")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 
 import numpy as np
 
-SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+from common import schemas
+
 PERCENTILES = {"p50": 50, "p90": 90, "p95": 95, "p99": 99, "p99.9": 99.9}
 
 
@@ -21,24 +21,9 @@ def percentiles(latencies_ms: list[float]) -> dict[str, float | None]:
     return {**result, "max": float(values.max()), "mean": float(values.mean())}
 
 
-def schema(name: str) -> dict:
-    return json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text(encoding="utf-8"))
-
-
-@functools.cache
-def validator(name: str):
-    """A jsonschema validator for loadtests/schemas/<name>.schema.json (the sweep's refers to the summary's)."""
-    import jsonschema
-    from referencing import Registry, Resource
-
-    schemas = [schema(n) for n in ("summary", "sweep")]
-    registry = Registry().with_resources((s["$id"], Resource.from_contents(s)) for s in schemas)
-    return jsonschema.Draft202012Validator(schema(name), registry=registry)
-
-
 def validate(document: dict, name: str = "summary") -> None:
-    """Raise jsonschema.ValidationError if `document` breaks loadtests/schemas/<name>.schema.json."""
-    validator(name).validate(document)
+    """Raise jsonschema.ValidationError if `document` breaks common/schemas/<name>.schema.json."""
+    schemas.validate(document, name)
 
 
 def write(path: Path, document: dict, name: str = "summary") -> Path:

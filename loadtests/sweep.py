@@ -28,6 +28,7 @@ from loadtests.config import SweepConfig
 from loadtests.payloads import prepare
 from loadtests.targets import Target, resolve_targets
 from serving.config import DeployConfig
+from serving.record import read_record
 
 KNEE_FACTOR = 2.0
 # Knobs that matter, a small grid each. TF: server-side batching; TorchServe: workers, batch size, delay.
@@ -65,9 +66,9 @@ def _deploy_config_for(side: str, knobs: dict, base: DeployConfig, directory: Pa
 
 def redeploy(side: str, knobs: dict, base: DeployConfig, directory: Path) -> None:
     """Restart one server with these knobs, unless it already runs with them (deploy's own checks and records)."""
-    from serving.deploy import deploy_tf, deploy_torch, read_record, undeploy_one
+    from serving.deploy import deploy_tf, deploy_torch, undeploy_one
 
-    if read_record(base, side) and runs_with(current_knobs(side, base), knobs):
+    if read_record(base.run_dir, side) and runs_with(current_knobs(side, base), knobs):
         return
     undeploy_one(base, side)
     (deploy_tf if side == "tf" else deploy_torch)(_deploy_config_for(side, knobs, base, directory))
@@ -79,34 +80,21 @@ def runs_with(current: dict, wanted: dict) -> bool:
 
 
 def current_knobs(side: str, base: DeployConfig) -> dict:
-    """The knobs of the running server, in the grid's terms.
+    """The knobs of the running server, in the grid's terms, from its deploy record ({} when none runs).
 
-    TF: the deploy record names only the batching file, so its max_batch_size and batch_timeout_micros
-    are read from that file (left out when it cannot be read: no grid entry then matches); "file" is
-    kept so that restoring the deployment found at the start gives the server that very file again.
+    TF: "file" is kept so that restoring the deployment found at the start gives the server that very
+    file again; sizes the record does not know (None) are left out, so no grid entry matches them.
     """
-    from serving.deploy import read_record
-
-    knobs = dict((read_record(base, side) or {}).get("knobs", {}))
-    if side == "torch":
-        return {key: knobs[key] for key in ("workers", "batch_size", "max_batch_delay_ms") if key in knobs}
-    batching_file = knobs.get("batching_parameters_file")
-    found = {"enable_batching": bool(knobs.get("enable_batching")), "file": batching_file}
-    if found["enable_batching"] and batching_file:
-        found.update(_batching_knobs(Path(batching_file)))
-    return found
-
-
-def _batching_knobs(batching_file: Path) -> dict:
-    """max_batch_size and batch_timeout_micros of a BatchingParameters file; {} when it cannot be read."""
-    from serving.tf.dropin.config import parse_batching_parameters
-    from serving.tf.dropin.errors import StartupError
-
-    try:
-        params = parse_batching_parameters(batching_file)
-    except StartupError:  # unreadable, or fields only the official binary knows
+    record = read_record(base.run_dir, side)
+    if record is None:
         return {}
-    return {"max_batch_size": params.max_batch_size, "batch_timeout_micros": params.batch_timeout_micros}
+    knobs = dataclasses.asdict(record.knobs)
+    if side == "torch":
+        return {key: knobs[key] for key in ("workers", "batch_size", "max_batch_delay_ms")}
+    found = {"enable_batching": knobs["enable_batching"], "file": knobs["batching_parameters_file"]}
+    if found["enable_batching"]:
+        found.update({key: knobs[key] for key in ("max_batch_size", "batch_timeout_micros") if knobs[key] is not None})
+    return found
 
 
 class Sweep:
@@ -170,11 +158,10 @@ class Sweep:
         return result
 
     def knob_grid(self, side: str, names: list[str]) -> dict[str, list[dict]]:
-        from serving.deploy import read_record
-
         rows: dict[str, list[dict]] = {name: [] for name in names}
         grid = TF_GRID if side == "tf" else TORCH_GRID
-        if self.cfg.knob_grid and (read_record(self.deploy_cfg, side) or {}).get("mode") == "compose":
+        running = read_record(self.deploy_cfg.run_dir, side)
+        if self.cfg.knob_grid and running and running.mode == "compose":
             # Redeploying here would restart the native server or the cpu profile, not the running containers.
             print(f"  {side}: knob grid skipped: compose services take their knobs from docker-compose.yml")
             return rows

@@ -1,30 +1,27 @@
 """The on-device section: every edge format's size, accuracy change and latency, from results/edge.json.
 
-The table has one column per field of edge.evaluate.EdgeResult (the writer's row), in its order, so a
-field the writer adds shows up here too; the fields the report knows get a readable header and format.
+The table has one column per field of a result row in common/schemas/edge.schema.json, in its order (the
+writer validates against it, so a field the writer adds is in the schema and shows up here too); the
+fields the report knows get a readable header and format.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import fields
 from typing import Any
 
-from edge.evaluate import ACCURACY_FLAG_POINTS, EdgeResult
+from common.schemas import row_fields
 from report import fmt, plots
 from report.doc import Figure, Paragraph, Row, Section, Table
 from report.load import Loaded
 
 NOT_MEASURED_EDGE = "not measured yet: run `make edge` (writes results/edge.json)"
-Column = tuple[str, str, Callable[[Any], str]]  # (EdgeResult field, header, cell text)
+Column = tuple[str, str, Callable[[Any], str]]  # (result field, header, cell text)
 
 
 def flag_points(edge: dict[str, Any]) -> float:
-    """Accuracy points a quantized format may lose before it is flagged: the file's own threshold.
-
-    Files written before edge.json recorded it fall back to the writer's constant.
-    """
-    return edge.get("accuracy_flag_points", ACCURACY_FLAG_POINTS)
+    """Accuracy points a quantized format may lose before it is flagged: the file's own threshold."""
+    return edge["accuracy_flag_points"]
 
 
 def flag_text(points: float) -> str:
@@ -42,7 +39,7 @@ def _columns(points: float) -> list[Column]:
         "latency_p99_ms": ("p99 ms", lambda v: fmt.number(v, 3)),
         "flagged": ("status", lambda v: f"FLAGGED: {flag_text(points)}" if v else "ok"),
     }
-    return [(f.name, *known.get(f.name, (f.name.replace("_", " "), fmt.value))) for f in fields(EdgeResult)]
+    return [(name, *known.get(name, (name.replace("_", " "), fmt.value))) for name in row_fields("edge", "result")]
 
 
 def edge_table(edge: dict[str, Any]) -> Table:

@@ -53,9 +53,11 @@ def status(valid: bool, reasons: list[str]) -> str:
 
 
 def knobs(values: dict[str, Any] | None) -> str:
-    if not values:
+    """Knobs as key=value; those recorded as None (not set: the server's own default holds) are left out."""
+    shown = {key: value for key, value in (values or {}).items() if value is not None}
+    if not shown:
         return "defaults"
-    return ", ".join(f"{key}={values[key]}" for key in sorted(values))
+    return ", ".join(f"{key}={shown[key]}" for key in sorted(shown))
 
 
 def server(record: dict[str, Any]) -> str:

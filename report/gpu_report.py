@@ -1,20 +1,20 @@
 """The GPU section: results/gpu-bench.json (serving/gpu_bench.py) as provenance, a table and top-1 agreement.
 
-The table has one column per field of serving.gpu_bench.Row, the writer's row, so a field it adds shows up.
+The table has one column per field of a row in common/schemas/gpu-bench.schema.json, in its order (the
+writer validates against it), so a field the writer adds shows up.
 """
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Any
 
+from common.schemas import row_fields
 from report import fmt
 from report.doc import Paragraph, Row, Section, Table
 from report.load import Loaded
-from serving.gpu_bench import Row as GpuRow
 
 NOT_MEASURED_GPU = "not measured yet: no results/gpu-bench.json (run `make gpu-bench` on a machine with a GPU)"
-COLUMNS = [f.name for f in fields(GpuRow)]
+COLUMNS = row_fields("gpu-bench", "row")
 
 
 def _describe(record: dict[str, Any]) -> str:

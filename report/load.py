@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from common.paths import ArtifactPaths
-from edge.evaluate import EdgeResult
-from loadtests.summary import validator
-from serving.gpu_bench import Row as GpuRow
-
-SUMMARY_SCHEMA_ID = "summary"  # loadtests/schemas/<name>.schema.json, validated by loadtests.summary
-SWEEP_SCHEMA_ID = "sweep"
+from common.schemas import schema_errors
 
 
 @dataclass(frozen=True)
@@ -67,49 +63,6 @@ class Results:
         return bool(self.sweeps or self.summaries or self.edge or self.gpu)
 
 
-def schema_errors(data: Any, schema_id: str) -> list[str]:
-    """Every way `data` breaks the schema, as 'at <json path>: <message>' lines (empty when valid)."""
-    errors = sorted(validator(schema_id).iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
-    return [f"at {e.json_path}: {e.message}" for e in errors]
-
-
-def _row_errors(data: Any, key: str, row_type: type) -> list[str]:
-    """`data[key]` must list rows holding every field of the writer's row dataclass."""
-    if not isinstance(data, dict) or not isinstance(data.get(key), list):
-        return [f"no '{key}' list"]
-    names = [f.name for f in fields(row_type)]
-    for index, row in enumerate(data[key]):
-        missing = [name for name in names if not isinstance(row, dict) or name not in row]
-        if missing:
-            return [f"{key}[{index}] lacks {', '.join(missing)}"]
-    return []
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _edge_errors(data: Any) -> list[str]:
-    """edge.json has no schema file: its rows are edge.evaluate.EdgeResult records."""
-    errors = _row_errors(data, "results", EdgeResult)
-    if not errors and not _number(data.get("accuracy_flag_points", 0.0)):
-        errors = [f"accuracy_flag_points is {data['accuracy_flag_points']!r}, not a number"]
-    return errors
-
-
-def _gpu_errors(data: Any) -> list[str]:
-    """gpu-bench.json has no schema file: its rows are serving.gpu_bench.Row records."""
-    errors = _row_errors(data, "rows", GpuRow)
-    if errors:
-        return errors
-    agreement, skipped = data.get("top1_agreement", {}), data.get("skipped", [])
-    if not isinstance(agreement, dict) or not all(isinstance(by_dtype, dict) for by_dtype in agreement.values()):
-        return ["top1_agreement is not a {framework: {dtype: fraction}} object"]
-    if not isinstance(skipped, list) or not all(isinstance(item, dict) for item in skipped):
-        return ["skipped is not a list of objects"]
-    return []
-
-
 def _read_json(path: Path, root: Path, unreadable: list[tuple[str, str]]) -> tuple[Any, Source] | None:
     relative = path.relative_to(root).as_posix()
     try:
@@ -151,7 +104,13 @@ def _optional(path: Path, root: Path, unreadable: list[tuple[str, str]], check) 
     return _load_checked(path, root, unreadable, check) if path.is_file() else None
 
 
+def _schema(name: str) -> Callable[[Any], list[str]]:
+    """The check for one kind of results file: common/schemas/<name>.schema.json."""
+    return lambda data: schema_errors(data, name)
+
+
 def _checkpoint_errors(data: Any) -> list[str]:
+    """checkpoint.json is training's own record, not a results file: only what the report reads is checked."""
     required = ("model_name", "profile", "trainer", "history", "test_accuracy")
     missing = [key for key in required if not isinstance(data, dict) or key not in data]
     return [f"lacks {', '.join(missing)}"] if missing else []
@@ -164,12 +123,10 @@ def load_results(root: Path) -> Results:
     unreadable = results.unreadable
     results_dir = paths.results_dir
     if results_dir.is_dir():
-        results.sweeps = _load_all(list(results_dir.rglob("sweep.json")), root, unreadable,
-                                   lambda d: schema_errors(d, SWEEP_SCHEMA_ID))
-        results.summaries = _load_all(list(results_dir.rglob("summary.json")), root, unreadable,
-                                      lambda d: schema_errors(d, SUMMARY_SCHEMA_ID))
-        results.edge = _optional(results_dir / "edge.json", root, unreadable, _edge_errors)
-        results.gpu = _optional(results_dir / "gpu-bench.json", root, unreadable, _gpu_errors)
+        results.sweeps = _load_all(list(results_dir.rglob("sweep.json")), root, unreadable, _schema("sweep"))
+        results.summaries = _load_all(list(results_dir.rglob("summary.json")), root, unreadable, _schema("summary"))
+        results.edge = _optional(results_dir / "edge.json", root, unreadable, _schema("edge"))
+        results.gpu = _optional(results_dir / "gpu-bench.json", root, unreadable, _schema("gpu-bench"))
     checkpoint_files = list((root / "checkpoints").glob("*/checkpoint.json"))
     results.checkpoints = _load_all(checkpoint_files, root, unreadable, _checkpoint_errors)
     results.manifest = _optional(paths.manifest, root, unreadable, lambda d: [])

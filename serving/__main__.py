@@ -98,10 +98,10 @@ def main(argv: list[str] | None = None) -> int:
             undeploy(cfg)
             return 0
         if args.command == "status":
-            from serving.deploy import read_record
+            from serving.record import read_record
 
-            records = {server: read_record(cfg, server) for server in ("tf", "torch")}
-            print(json.dumps(records, indent=2))
+            records = {server: read_record(cfg.run_dir, server) for server in ("tf", "torch")}
+            print(json.dumps({server: r and r.as_json() for server, r in records.items()}, indent=2))
             return 0
         return _predict(cfg, args)
     except (ServerError, ClientError) as exc:

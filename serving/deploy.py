@@ -1,8 +1,9 @@
 """`make deploy-tf` / `make deploy-torch` / `make undeploy`: servers in the background, with PID files.
 
-Everything a deploy starts is recorded in artifacts/run/<server>.json (what
-runs, its identity, ports, knobs, process group, log file) so undeploy stops
-exactly that, and results can name the server that produced them.
+Everything a deploy starts is recorded in artifacts/run/<server>.json
+(serving/record.py: what runs, its identity, ports, the knobs in effect,
+process group, log file) so undeploy stops exactly that, and results can name
+the server that produced them.
 
 The TF side is chosen in this order, and the choice is printed: the compose
 service with the official image when a Docker engine and Compose v2 answer and
@@ -18,12 +19,10 @@ docker-compose.yml, or the `gpu` one with COMPOSE_PROFILE=gpu (make compose-gpu)
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
@@ -33,32 +32,17 @@ from common.errors import UsageError
 from common.paths import REPO_ROOT
 from common.procs import group_alive, log_tail, port_open, start_group, stop_group, wait_http_ok
 from serving.config import DEFAULT_TF_BATCHING_FILE, DeployConfig
+from serving.record import (
+    DeployRecord,
+    TorchKnobs,
+    load_record,
+    read_record,
+    remove_record,
+    tf_knobs_in_effect,
+    write_record,
+)
 from serving.tf.dropin import SERVER_IDENTITY as DROPIN_IDENTITY
 from serving.torch.server import ServerError, TorchServe, TorchServeConfig
-
-
-def _record_file(cfg: DeployConfig, server: str) -> Path:
-    return cfg.run_dir / f"{server}.json"
-
-
-def read_record(cfg: DeployConfig, server: str) -> dict | None:
-    """The deploy record of a running server, or None (a stale record is removed)."""
-    path = _record_file(cfg, server)
-    if not path.exists():
-        return None
-    record = json.loads(path.read_text(encoding="utf-8"))
-    if record["mode"] != "compose" and not group_alive(record["pgid"]):
-        path.unlink()
-        return None
-    return record
-
-
-def _write_record(cfg: DeployConfig, server: str, record: dict) -> dict:
-    record["started"] = datetime.now(UTC).isoformat(timespec="seconds")
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    _record_file(cfg, server).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    (cfg.run_dir / f"{server}.pid").write_text(f"{record.get('pgid', '')}\n", encoding="utf-8")
-    return record
 
 
 def _check_ports_free(ports: dict[str, int]) -> None:
@@ -213,26 +197,24 @@ def _start_tf_process(cfg: DeployConfig, mode: str) -> tuple[str, dict]:
     return identity, {"pgid": process.pid, "command": command, "log": str(log_file)}
 
 
-def _wait_tf_process_ready(cfg: DeployConfig, record: dict) -> None:
+def _wait_tf_process_ready(cfg: DeployConfig, record: DeployRecord) -> None:
     """Poll the model status until AVAILABLE; on failure stop it and raise with its log tail."""
     status_url = f"http://127.0.0.1:{cfg.tf_rest_port}/v1/models/{cfg.model}"
-    if not wait_http_ok(status_url, cfg.ready_timeout_s, lambda: group_alive(record["pgid"])):
+    if not wait_http_ok(status_url, cfg.ready_timeout_s, lambda: group_alive(record.pgid)):
         undeploy_one(cfg, "tf")
-        raise ServerError(f"TF Serving ({record['mode']}) did not become ready:\n{log_tail(Path(record['log']))}")
+        raise ServerError(f"TF Serving ({record.mode}) did not become ready:\n{log_tail(Path(record.log))}")
 
 
-def deploy_tf(cfg: DeployConfig) -> dict:
+def deploy_tf(cfg: DeployConfig) -> DeployRecord:
     """Start TF Serving (or say it already runs) and wait until the model is AVAILABLE."""
-    running = read_record(cfg, "tf")
+    running = read_record(cfg.run_dir, "tf")
     if running:
-        print(f"deploy-tf: already running ({running['identity']}, pid {running.get('pgid')}); not starting another")
+        print(f"deploy-tf: already running ({running.identity}, pid {running.pgid}); not starting another")
         return running
     mode = choose_tf_server(cfg)
     base = cfg.paths.tf_model_base(cfg.model)
     if not base.is_dir():
         raise ServerError(f"no SavedModel at {base}; run 'make export' first")
-    knobs = {"enable_batching": cfg.tf_enable_batching,
-             "batching_parameters_file": str(cfg.tf_batching_file) if cfg.tf_enable_batching else None}
     ports = cfg.ports("tf")
     _check_ports_free(ports)
     if mode == "compose":
@@ -242,9 +224,9 @@ def deploy_tf(cfg: DeployConfig) -> dict:
         started = _start_compose(cfg, service)  # healthy: the model is AVAILABLE
     else:
         identity, started = _start_tf_process(cfg, mode)
-    record = {"server": "tf", "mode": mode, "identity": identity, **started, "model": cfg.model, "ports": ports,
-              "knobs": knobs, "cpus": cfg.server_cpus if mode != "compose" else None}
-    _write_record(cfg, "tf", record)
+    knobs = tf_knobs_in_effect(cfg.tf_enable_batching, cfg.tf_batching_file, mode)
+    record = write_record(cfg.run_dir, DeployRecord(
+        "tf", mode, identity, cfg.model, ports, knobs, cpus=cfg.server_cpus if mode != "compose" else None, **started))
     if mode != "compose":
         _wait_tf_process_ready(cfg, record)
     print(f"deploy-tf: ready: REST 127.0.0.1:{cfg.tf_rest_port}, gRPC 127.0.0.1:{cfg.tf_grpc_port}", flush=True)
@@ -288,11 +270,11 @@ def _copy_compose_key_file(cfg: DeployConfig, service: str, ts_cfg: TorchServeCo
     ts_cfg.key_file.chmod(0o600)
 
 
-def deploy_torch(cfg: DeployConfig) -> dict:
+def deploy_torch(cfg: DeployConfig) -> DeployRecord:
     """Start TorchServe (compose image or native) and wait until the model's workers are READY."""
-    running = read_record(cfg, "torch")
+    running = read_record(cfg.run_dir, "torch")
     if running:
-        print(f"deploy-torch: already running ({running['identity']}, pid {running['pgid']}); not starting another")
+        print(f"deploy-torch: already running ({running.identity}, pid {running.pgid}); not starting another")
         return running
     mode = choose_torch_server(cfg)
     ts_cfg = torchserve_config(cfg)
@@ -312,12 +294,10 @@ def deploy_torch(cfg: DeployConfig) -> dict:
     else:
         server = TorchServe(ts_cfg).start(timeout=cfg.ready_timeout_s)
         started = {"pgid": server.process.pid, "log": str(ts_cfg.log_file)}
-    record = {"server": "torch", "mode": mode, "identity": identity, **started, "model": cfg.model, "ports": ports,
-              "key_file": str(ts_cfg.key_file) if cfg.ts_token_auth else None,
-              "knobs": {"workers": cfg.ts_workers, "batch_size": cfg.ts_batch_size,
-                        "max_batch_delay_ms": cfg.ts_max_batch_delay_ms, "token_auth": cfg.ts_token_auth},
-              "cpus": cfg.server_cpus if mode != "compose" else None}
-    _write_record(cfg, "torch", record)
+    knobs = TorchKnobs(cfg.ts_workers, cfg.ts_batch_size, cfg.ts_max_batch_delay_ms, cfg.ts_token_auth)
+    record = write_record(cfg.run_dir, DeployRecord(
+        "torch", mode, identity, cfg.model, ports, knobs, cpus=cfg.server_cpus if mode != "compose" else None,
+        key_file=str(ts_cfg.key_file) if cfg.ts_token_auth else None, **started))
     print(f"deploy-torch: ready: REST 127.0.0.1:{ts_cfg.inference_port}, gRPC 127.0.0.1:{ts_cfg.grpc_inference_port}",
           flush=True)
     return record
@@ -326,22 +306,20 @@ def deploy_torch(cfg: DeployConfig) -> dict:
 # -- undeploy ---------------------------------------------------------------------------------
 def undeploy_one(cfg: DeployConfig, server: str) -> bool:
     """Stop what deploy recorded for `server`; True if something was stopped."""
-    path = _record_file(cfg, server)
-    if not path.exists():
+    record = load_record(cfg.run_dir, server)
+    if record is None:
         return False
-    record = json.loads(path.read_text(encoding="utf-8"))
-    if record["mode"] == "compose":
-        _compose(cfg, "stop", record["service"], profile=record.get("profile", "cpu"))
-        if record.get("key_file"):  # the copied token dies with the container; don't leave it lying around
-            Path(record["key_file"]).unlink(missing_ok=True)
-    elif record.get("pgid"):
-        stop_group(record["pgid"])
-    path.unlink(missing_ok=True)
-    (cfg.run_dir / f"{server}.pid").unlink(missing_ok=True)
-    still = [p for p in record["ports"].values() if p and port_open(p)]
+    if record.mode == "compose":
+        _compose(cfg, "stop", record.service, profile=record.profile or "cpu")
+        if record.key_file:  # the copied token dies with the container; don't leave it lying around
+            Path(record.key_file).unlink(missing_ok=True)
+    elif record.pgid:
+        stop_group(record.pgid)
+    remove_record(cfg.run_dir, server)
+    still = [p for p in record.ports.values() if p and port_open(p)]
     if still:
         raise ServerError(f"{server}: port(s) {still} still listening after stop")
-    print(f"undeploy: stopped {record['identity']}", flush=True)
+    print(f"undeploy: stopped {record.identity}", flush=True)
     return True
 
 

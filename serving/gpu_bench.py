@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         _release_gpu_memory(framework)
     for skip in results["skipped"]:
         print(f"skipped {skip['framework']} {skip['dtype']}: {skip['reason']}")
-    out = write_results_file(paths.results_dir, "gpu-bench.json", results)
+    out = write_results_file(paths.results_dir, "gpu-bench.json", results, schema="gpu-bench")
     print(f"gpu-bench: wrote {out}")
     return 0
 

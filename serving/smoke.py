@@ -9,6 +9,7 @@ import numpy as np
 from common.reference import load_reference
 from common.targets import target_named
 from serving.config import DeployConfig
+from serving.record import read_record
 from serving.torch.server import ServerError, read_keys
 
 SMOKE_IMAGES = 16
@@ -16,12 +17,10 @@ SMOKE_IMAGES = 16
 
 def token_for(cfg: DeployConfig, target: str) -> str | None:
     """TorchServe's inference token from the key file deploy recorded (None when auth is off)."""
-    from serving.deploy import read_record
-
     if target_named(target).side != "torch":
         return None
-    record = read_record(cfg, "torch")
-    key_file = record.get("key_file") if record else str(cfg.run_dir / "torchserve" / "key_file.json")
+    record = read_record(cfg.run_dir, "torch")
+    key_file = record.key_file if record else str(cfg.run_dir / "torchserve" / "key_file.json")
     if not key_file:
         return None
     try:

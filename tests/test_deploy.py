@@ -42,6 +42,7 @@ def test_status_records_identity_ports_and_knobs(deployed):
     records = json.loads(run_module("serving", "status", env=env).stdout)
     assert records["tf"]["mode"] == "dropin" and "not the official binary" in records["tf"]["identity"]
     assert records["tf"]["knobs"]["enable_batching"] is True
+    assert records["tf"]["knobs"]["max_batch_size"] == 32  # in effect: read from serving/tf/batching.config
     assert records["torch"]["knobs"] == {"workers": 1, "batch_size": 8, "max_batch_delay_ms": 5, "token_auth": True}
     assert records["tf"]["ports"]["rest"] == int(env["TF_REST_PORT"])
 

@@ -4,6 +4,7 @@ The long runs are benchmarks (make loadtest, make sweep); these runs last a
 few seconds and assert behaviour, never speed.
 """
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -22,7 +23,8 @@ from common.targets import NAMES
 from loadtests import payloads, summary
 from loadtests.config import RunConfig
 from loadtests.pinning import plan_cpus
-from loadtests.sweep import knee, runs_with, slo_max
+from loadtests.sweep import knee, slo_max
+from serving.record import DeployRecord, TfKnobs, TorchKnobs, write_record
 from tests.conftest import run_module
 
 ALL = NAMES
@@ -198,11 +200,9 @@ def test_an_undeployed_or_unreachable_server_exits_2_before_any_load(tmp_path):
     done = run_module("loadtests", "run", env={"ARTIFACTS": str(tmp_path)})
     assert done.returncode == 2 and "no tf server deployed" in done.stderr and "make deploy" in done.stderr
     # a record whose process is alive (this test's own group) but whose port answers nothing
-    (tmp_path / "run").mkdir()
     port = free_port()
-    record = {"server": "tf", "mode": "dropin", "identity": "x", "pgid": os.getpgid(0), "model": "tiny",
-              "ports": {"rest": port, "grpc": free_port()}, "knobs": {}}
-    (tmp_path / "run" / "tf.json").write_text(json.dumps(record))
+    write_record(tmp_path / "run", DeployRecord("tf", "dropin", "x", "tiny", {"rest": port, "grpc": free_port()},
+                                                TfKnobs(False), pgid=os.getpgid(0)))
     done = run_module("loadtests", "run", "--target", "tf-rest", env={"ARTIFACTS": str(tmp_path)})
     assert done.returncode == 2 and f"nothing answers on 127.0.0.1:{port}" in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "results").exists()
@@ -243,28 +243,6 @@ def test_dropped_arrivals_are_one_reason_and_not_requests():
     assert result["measured_window_s"] == 3.0 and result["throughput_rps"] == pytest.approx(30.0)
     assert result["invalid_reasons"] == ["8 arrivals dropped: more than 64 outstanding per user",
                                          "2 failed requests: HTTP 503 2"]
-
-
-@pytest.mark.parametrize("knobs, matches", [
-    ({"enable_batching": False, "batching_parameters_file": None}, [True, False, False]),
-    ({"enable_batching": True, "batching_parameters_file": "grid-1"}, [False, True, False]),
-    ({"enable_batching": True, "batching_parameters_file": "grid-2"}, [False, False, True]),
-])
-def test_the_sweep_recognises_a_tf_server_already_running_a_grid_entry(knobs, matches, tmp_path):
-    """TF's deploy record names only a batching file: the sweep reads its knobs so it need not redeploy."""
-    from loadtests.sweep import TF_GRID, _batching_file, current_knobs
-    from serving.config import DeployConfig
-
-    if knobs["batching_parameters_file"]:
-        grid_entry = TF_GRID[int(knobs["batching_parameters_file"][-1])]
-        knobs = {**knobs, "batching_parameters_file": str(_batching_file(grid_entry, tmp_path))}
-    (tmp_path / "run").mkdir()
-    record = {"server": "tf", "mode": "dropin", "identity": "x", "pgid": os.getpgid(0), "model": "tiny",
-              "ports": {}, "knobs": knobs}
-    (tmp_path / "run" / "tf.json").write_text(json.dumps(record))
-    found = current_knobs("tf", DeployConfig(model="tiny", artifacts=tmp_path))
-    assert [runs_with(found, entry) for entry in TF_GRID] == matches
-    assert runs_with(found, found) and found["file"] == knobs["batching_parameters_file"]
 
 
 def test_cpu_plans_keep_generator_and_servers_apart():
@@ -316,21 +294,23 @@ def test_the_in_process_ceiling_runs_the_served_model(artifacts):
     assert len(result["window_calls_per_s"]) == 3 and result["calls_per_s"] == max(result["window_calls_per_s"])
 
 
-@pytest.mark.parametrize("record, binary, official, version", [
-    ({"server": "tf", "mode": "dropin", "identity": "tf-serving-dropin (...)"}, "tf-serving-dropin", False,
+@pytest.mark.parametrize("fields, binary, official, version", [
+    (("tf", "dropin", "tf-serving-dropin (...)"), "tf-serving-dropin", False,
      f"on tensorflow {metadata.version('tensorflow')}"),
-    ({"server": "tf", "mode": "binary", "identity": "official tensorflow_model_server (2.20.0)"},
-     "tensorflow_model_server", True, "official tensorflow_model_server (2.20.0)"),
-    ({"server": "tf", "mode": "compose", "service": "tf-serving", "identity": "official TF Serving image"},
-     "tensorflow/serving image", True, "image tensorflow/serving:2.20.0"),
-    ({"server": "torch", "mode": "compose", "service": "torchserve", "identity": "official TorchServe image"},
-     "torchserve", True, "image pytorch/torchserve:0.12.0-cpu"),
-    ({"server": "torch", "mode": "native", "identity": "TorchServe (pip package)"}, "torchserve", True,
-     metadata.version("torchserve")),
+    (("tf", "binary", "official tensorflow_model_server (2.20.0)"), "tensorflow_model_server", True,
+     "official tensorflow_model_server (2.20.0)"),
+    (("tf", "compose", "official TF Serving image"), "tensorflow/serving image", True,
+     "image tensorflow/serving:2.20.0"),
+    (("torch", "compose", "official TorchServe image"), "torchserve", True, "image pytorch/torchserve:0.12.0-cpu"),
+    (("torch", "native", "TorchServe (pip package)"), "torchserve", True, metadata.version("torchserve")),
 ])
-def test_results_name_the_server_that_produced_them(record, binary, official, version):
+def test_results_name_the_server_that_produced_them(fields, binary, official, version):
     from loadtests.targets import server_record
 
-    server = server_record({**record, "knobs": {"workers": 1}, "cpus": [1]})
+    server_side, mode, identity = fields
+    knobs = TfKnobs(True, "b.config", 8, 1000) if server_side == "tf" else TorchKnobs(2, 8, 5, True)
+    service = {"tf": "tf-serving", "torch": "torchserve"}[server_side] if mode == "compose" else None
+    server = server_record(DeployRecord(server_side, mode, identity, "tiny", {}, knobs, cpus=[1], service=service))
     assert (server["binary"], server["official"], server["version"]) == (binary, official, version)
-    assert server["identity"] == record["identity"] and server["knobs"] == {"workers": 1} and server["cpus"] == [1]
+    assert server["identity"] == identity and server["cpus"] == [1]
+    assert server["knobs"] == dataclasses.asdict(knobs)  # every knob in effect, as deploy recorded it

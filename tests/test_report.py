@@ -18,12 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from common.schemas import row_fields, schema, schema_errors
 from edge.evaluate import EdgeResult
-from loadtests.summary import schema
 from loadtests.sweep import knee, slo_max
-from report import edge_report
 from report.build import build_document, write_report
-from report.load import SUMMARY_SCHEMA_ID, SWEEP_SCHEMA_ID, load_results, schema_errors
+from report.load import load_results
 from report.verdict import common_load, verdict_from_sweep
 from serving.gpu_bench import Row as GpuRow
 from tests.conftest import run_module
@@ -106,10 +105,19 @@ def built(tmp_path_factory) -> tuple:
 def test_fixtures_match_the_schemas():
     sweep = json.loads((FIXTURES / SWEEP).read_text())
     summary = json.loads((FIXTURES / SUMMARY).read_text())
-    assert schema_errors(sweep, SWEEP_SCHEMA_ID) == []
-    assert schema_errors(summary, SUMMARY_SCHEMA_ID) == []
+    edge = json.loads((FIXTURES / "results" / "edge.json").read_text())
+    assert schema_errors(sweep, "sweep") == [] and schema_errors(summary, "summary") == []
+    assert schema_errors(edge, "edge") == []
     del sweep["targets"]["tf-rest"]["steps"][0]["latency_ms"]["p99"]  # the validator does see a broken file
-    assert any("p99" in error for error in schema_errors(sweep, SWEEP_SCHEMA_ID))
+    assert any("p99" in error for error in schema_errors(sweep, "sweep"))
+    sweep["targets"]["tf-grpc"]["server"]["knobs"]["workers"] = 2  # a TorchServe knob on the TF server
+    assert any("knobs" in error for error in schema_errors(sweep, "sweep"))
+
+
+def test_the_schemas_rows_are_the_writers_rows():
+    """edge and gpu_bench validate what they write; their row dataclasses and the schemas agree field by field."""
+    assert row_fields("edge", "result") == [f.name for f in fields(EdgeResult)]
+    assert row_fields("gpu-bench", "row") == [f.name for f in fields(GpuRow)]
 
 
 def test_fixture_sweep_holds_only_what_the_writer_computes():
@@ -166,7 +174,7 @@ def test_common_load_is_the_largest_load_every_valid_target_matches_within_ten_p
 
 def test_edge_table_holds_edge_json_numbers(built):
     table = built[0].tables()["edge"]
-    assert len(table.columns) == len(fields(EdgeResult))  # one column per field the writer records
+    assert len(table.columns) == len(row_fields("edge", "result"))  # one column per field the writer records
     rows = rows_by(table, "format")
     assert rows["tflite-int8"].items() >= {
         "format": "tflite-int8", "runtime": "litert", "bytes": "40,321", "x SavedModel": "0.081",
@@ -178,24 +186,24 @@ def test_edge_table_holds_edge_json_numbers(built):
     assert rows["executorch-int8"]["change (points)"] == "-2.24"
 
 
-@pytest.mark.parametrize(("recorded", "fallback", "says"), [(2.5, 3.0, "2.5 points"), (None, 3.0, "3 points")])
-def test_the_flag_threshold_comes_from_edge_json(tmp_path, monkeypatch, recorded, fallback, says):
-    """edge.json's accuracy_flag_points; files without it fall back to edge.evaluate.ACCURACY_FLAG_POINTS."""
+def test_the_flag_threshold_comes_from_edge_json(tmp_path):
     root = copy_fixtures(tmp_path)
-    monkeypatch.setattr(edge_report, "ACCURACY_FLAG_POINTS", fallback)
-
-    def record_threshold(edge):
-        del edge["accuracy_flag_points"]
-        if recorded is not None:
-            edge["accuracy_flag_points"] = recorded
-
-    edit_json(root / "results" / "edge.json", record_threshold)
+    edit_json(root / "results" / "edge.json", lambda edge: edge.update(accuracy_flag_points=2.5))
     document = build_document(load_results(root))
     assert rows_by(document.tables()["edge"], "format")["executorch-int8"]["status"] == \
-        f"FLAGGED: loses more than {says} of accuracy"
+        "FLAGGED: loses more than 2.5 points of accuracy"
     text = bullets(document, "choose")
-    assert f"smallest file within {says} of accuracy" in text
-    assert f"executorch-int8 (flagged: loses more than {says} of accuracy)" in text
+    assert "smallest file within 2.5 points of accuracy" in text
+    assert "executorch-int8 (flagged: loses more than 2.5 points of accuracy)" in text
+
+
+def test_an_edge_file_without_its_flag_threshold_is_left_out_with_the_reason(tmp_path):
+    root = copy_fixtures(tmp_path)
+    edit_json(root / "results" / "edge.json", lambda edge: edge.pop("accuracy_flag_points"))
+    document = build_document(load_results(root))
+    status = rows_by(document.tables()["unreadable"], "file")["results/edge.json"]["status"]
+    assert status == "INVALID: does not match its schema: at $: 'accuracy_flag_points' is a required property"
+    assert "edge" not in document.tables()
 
 
 def test_training_table_compares_both_trainers(built):
@@ -372,16 +380,20 @@ def test_a_file_breaking_its_schema_is_listed_and_left_out(tmp_path):
     assert rows_by(document.tables()["verdict"])["tf-grpc"]["p99 ms"] == "14.20"  # the good sweep still counts
 
 
+def gpu_bench_document() -> dict:
+    """A gpu-bench.json as serving/gpu_bench.py writes it, with one row."""
+    rows = [asdict(GpuRow("torch", "float16", 64, 50, 12345.678, 5.1842, 6.75))]
+    return {"kind": "gpu-bench", "model": "tiny", "profile": "tiny", "input_shape": [28, 28, 1],
+            "multiply_accumulates": 905472, "date": "2025-03-02T10:00:00+00:00", "frameworks": ["torch"],
+            "gpu": {"name": "Fixture GPU", "driver_version": "550.1"}, "rows": rows,
+            "top1_agreement": {"torch": {"float32": 1.0, "float16": 0.99609375}}, "skipped": [],
+            "versions": {"torch": "2.13.0"}, "host": {"cpu_model": "Fixture Xeon", "logical_cpus": 8, "os": "Linux"},
+            "method": {"warmup": 10, "iterations": 50}}
+
+
 def test_gpu_rows_hardware_and_agreement_are_shown(tmp_path):
     root = copy_fixtures(tmp_path)
-    rows = [asdict(GpuRow("torch", "float16", 64, 50, 12345.678, 5.1842, 6.75))]
-    (root / "results" / "gpu-bench.json").write_text(json.dumps(
-        {"kind": "gpu-bench", "model": "tiny", "profile": "tiny", "input_shape": [28, 28, 1],
-         "multiply_accumulates": 905472, "date": "2025-03-02T10:00:00+00:00", "frameworks": ["torch"],
-         "gpu": {"name": "Fixture GPU", "driver_version": "550.1"}, "rows": rows,
-         "top1_agreement": {"torch": {"float32": 1.0, "float16": 0.99609375}}, "skipped": [],
-         "versions": {"torch": "2.13.0"}, "host": {"cpu_model": "Fixture Xeon", "logical_cpus": 8, "os": "Linux"},
-         "method": {"warmup": 10, "iterations": 50}}))
+    (root / "results" / "gpu-bench.json").write_text(json.dumps(gpu_bench_document()))
     document = build_document(load_results(root))
     table = document.tables()["gpu"]
     assert table.columns == [f.name for f in fields(GpuRow)]
@@ -394,10 +406,12 @@ def test_gpu_rows_hardware_and_agreement_are_shown(tmp_path):
         assert line in provenance
 
 
-def test_a_gpu_file_without_the_writers_rows_is_left_out(tmp_path):
+def test_a_gpu_file_whose_rows_break_the_schema_is_left_out(tmp_path):
     root = copy_fixtures(tmp_path)
-    (root / "results" / "gpu-bench.json").write_text(json.dumps({"kind": "gpu-bench", "results": [{"images": 1}]}))
+    broken = gpu_bench_document()
+    del broken["rows"][0]["p99_ms"]
+    (root / "results" / "gpu-bench.json").write_text(json.dumps(broken))
     document = build_document(load_results(root))
     assert rows_by(document.tables()["unreadable"], "file")["results/gpu-bench.json"]["status"] == \
-        "INVALID: does not match its schema: no 'rows' list"
+        "INVALID: does not match its schema: at $.rows[0]: 'p99_ms' is a required property"
     assert "gpu" not in document.tables()

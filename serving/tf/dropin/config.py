@@ -88,11 +88,16 @@ def _flat_text_proto(path: Path, kind: str) -> dict[str, str]:
     return values
 
 
+def batching_fields(path: Path) -> dict[str, str]:
+    """The fields a BatchingParameters text proto sets, as written (deploy records them as knobs)."""
+    return _flat_text_proto(path, "--batching_parameters_file")
+
+
 def parse_batching_parameters(path: Path | None) -> BatchingParameters:
     """BatchingParameters text proto; fields the drop-in does not implement are refused."""
     if path is None:
         return BatchingParameters()
-    values = _flat_text_proto(path, "--batching_parameters_file")
+    values = batching_fields(path)
     known = set(BatchingParameters.__dataclass_fields__)
     unknown = sorted(set(values) - known)
     if unknown:
