@@ -57,6 +57,20 @@ def test_new_version_is_served_and_the_old_one_unloaded(savedmodel_versions, exp
     assert np.abs(in_flight.run("serving_default", {"images": IMAGES})["probabilities"] - expected[1]).max() <= 1e-5
 
 
+def test_a_zero_padded_version_directory_is_served_from_where_it_was_found(savedmodel_versions, expected,
+                                                                           tmp_path):
+    """TF Serving's own test models name versions '00000123': version 123, loaded from that directory."""
+    import shutil
+
+    base = tmp_path / "tiny"
+    shutil.copytree(savedmodel_versions.root / "1", base / "00000123")
+    core = DropInCore([ModelConfig("tiny", base)])
+    core.poll()
+    assert [(s.version, s.state) for s in core.status("tiny")] == [(123, "AVAILABLE")]
+    version, probabilities = _predict(core, 123)
+    assert version == 123 and np.abs(probabilities - expected[1]).max() <= 1e-5
+
+
 def test_a_version_that_fails_to_load_leaves_the_serving_one_in_place(savedmodel_versions, expected, tmp_path):
     base, core = _core_serving_version_1(savedmodel_versions, tmp_path)
     (base / "3").mkdir()

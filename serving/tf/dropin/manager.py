@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 from serving.tf.dropin.config import ModelConfig
 from serving.tf.dropin.errors import NotFound
@@ -57,9 +58,9 @@ class ModelManager:
         """One pass of the source: load new aspired versions, then retire old ones."""
         for model in list(self._models.values()):
             aspired = aspired_versions(model)
-            for version in aspired:
+            for version, path in aspired.items():
                 if version not in self._loaded.get(model.name, {}) and not self._failed(model.name, version):
-                    self._load(model, version)
+                    self._load(model, version, path)
             with self._lock:
                 loaded = self._loaded.get(model.name, {})
                 if any(v in loaded for v in aspired):  # never leave a model with nothing to serve
@@ -70,8 +71,7 @@ class ModelManager:
         status = self._status.get(name, {}).get(version)
         return status is not None and status.error_code != "OK"
 
-    def _load(self, model: ModelConfig, version: int) -> None:
-        path = model.base_path / str(version)
+    def _load(self, model: ModelConfig, version: int, path: Path) -> None:
         self._status[model.name][version] = VersionStatus(version, "LOADING")
         log.info("tf-serving-dropin: loading %s version %d from %s", model.name, version, path)
         try:
