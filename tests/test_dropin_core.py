@@ -1,5 +1,6 @@
 """The drop-in's seams without a front end: flags, configs, version rollout, batching."""
 
+import re
 import threading
 
 import numpy as np
@@ -142,6 +143,31 @@ def test_batching_and_monitoring_files_in_tf_serving_text_format(tmp_path):
     monitoring.write_text('prometheus_config {\n  enable: true\n  path: "/metrics"\n}\n')
     assert parse_monitoring_config(monitoring).prometheus_enabled
     assert parse_monitoring_config(monitoring).prometheus_path == "/metrics"
+
+
+@pytest.mark.parametrize(("text", "enabled", "path"), [
+    # TF Serving's own testdata/monitoring_config.txt: a colon before the block, commas between fields
+    ('prometheus_config: {\n  enable: true,\n  path: "/monitoring/prometheus/metrics"\n}\n', True,
+     "/monitoring/prometheus/metrics"),
+    ("prometheus_config { enable: false }  # off\n", False, "/monitoring/prometheus/metrics"),
+    ("", False, "/monitoring/prometheus/metrics"),  # an empty MonitoringConfig: Prometheus stays off
+])
+def test_monitoring_config_is_read_as_tf_serving_reads_it(tmp_path, text, enabled, path):
+    monitoring = tmp_path / "monitoring_config.txt"
+    monitoring.write_text(text)
+    config = parse_monitoring_config(monitoring)
+    assert (config.prometheus_enabled, config.prometheus_path) == (enabled, path)
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("prometheus_config { enable: true", "cannot parse MonitoringConfig"),
+    ("prometheus_config { enabled: true }", "no field(s) ['enabled']"),
+])
+def test_a_monitoring_config_that_is_not_one_stops_the_server(tmp_path, text, says):
+    monitoring = tmp_path / "monitoring_config.txt"
+    monitoring.write_text(text)
+    with pytest.raises(StartupError, match=re.escape(says)):
+        parse_monitoring_config(monitoring)
 
 
 def test_flags_are_tensorflow_model_server_flags(tmp_path):

@@ -117,18 +117,29 @@ class MonitoringConfig:
     prometheus_path: str = "/monitoring/prometheus/metrics"
 
 
+_PROTO_TRUE = {"true", "True", "t", "1"}  # what protobuf's text format reads as a true bool
+
+
 def parse_monitoring_config(path: Path | None) -> MonitoringConfig:
-    """MonitoringConfig text proto: prometheus_config { enable: true path: "/..." }."""
+    """MonitoringConfig text proto, as TF Serving reads it: `prometheus_config { enable: true path: "/..." }`.
+
+    The text format allows `prometheus_config: {` and commas between fields (TF Serving's own
+    testdata/monitoring_config.txt uses both); a file without the block leaves Prometheus off.
+    """
     if path is None:
         return MonitoringConfig()
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise StartupError(f"cannot read --monitoring_config_file {path}: {exc.strerror}") from None
-    block = re.search(r"prometheus_config\s*\{([^}]*)\}", text)
+    text = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+    block = re.fullmatch(r"\s*(?:prometheus_config\s*:?\s*\{([^}]*)\}\s*)?", text)
     if not block:
-        raise StartupError(f"--monitoring_config_file {path}: no prometheus_config block")
-    enable = re.search(r"enable\s*:\s*(true|false)", block.group(1))
-    where = re.search(r'path\s*:\s*"([^"]+)"', block.group(1))
-    return MonitoringConfig(bool(enable and enable.group(1) == "true"),
-                            where.group(1) if where else MonitoringConfig.prometheus_path)
+        raise StartupError(f"--monitoring_config_file {path}: cannot parse MonitoringConfig text "
+                           "(expected: prometheus_config { enable: true path: \"/monitoring/prometheus/metrics\" })")
+    fields = dict(re.findall(r"(\w+)\s*:\s*(\"[^\"]*\"|[^\s,;]+)", block.group(1) or ""))
+    unknown = sorted(set(fields) - {"enable", "path"})
+    if unknown:
+        raise StartupError(f"--monitoring_config_file {path}: prometheus_config has no field(s) {unknown}")
+    where = fields.get("path", "").strip('"')
+    return MonitoringConfig(fields.get("enable") in _PROTO_TRUE, where or MonitoringConfig.prometheus_path)
