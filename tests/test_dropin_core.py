@@ -6,6 +6,7 @@ import threading
 import numpy as np
 import pytest
 
+from common.procs import free_port
 from model.spec import get_spec
 from serving.tf.dropin.config import (
     ModelConfig,
@@ -185,3 +186,17 @@ def test_unknown_flags_are_rejected_by_name(tmp_path):
     assert done.returncode == 2 and len(lines) == 1, done.stderr
     assert "--enable_model_warmup, --tensorflow_intra_op_parallelism" in lines[0]
     assert "not implemented by the TF Serving drop-in" in lines[0]
+
+
+@pytest.mark.parametrize(("option", "text", "says"), [
+    ("--model_config_file", "improperly formatted file", "cannot read --model_config_file"),  # TF Serving's testdata
+    ("--monitoring_config_file", "prometheus_config { enable: true", "cannot parse MonitoringConfig"),
+])
+def test_a_bad_config_file_stops_the_server_at_once_with_one_line(tmp_path, option, text, says):
+    """As tensorflow_model_server: the parse error is reported and the process exits non-zero, serving nothing."""
+    config = tmp_path / "config.txt"
+    config.write_text(text)
+    model = ["--model_name=tiny", f"--model_base_path={tmp_path}"] if option != "--model_config_file" else []
+    done = run_module("serving.tf.dropin", f"--port={free_port()}", f"{option}={config}", *model)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]  # TensorFlow logs its own
+    assert done.returncode == 2 and len(errors) == 1 and says in errors[0], done.stderr
