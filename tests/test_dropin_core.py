@@ -200,3 +200,32 @@ def test_a_bad_config_file_stops_the_server_at_once_with_one_line(tmp_path, opti
     done = run_module("serving.tf.dropin", f"--port={free_port()}", f"{option}={config}", *model)
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]  # TensorFlow logs its own
     assert done.returncode == 2 and len(errors) == 1 and says in errors[0], done.stderr
+
+
+def _half_plus_two_tflite(path, with_signature: bool) -> None:
+    """TF Serving's half_plus_two (y = 0.5 x + 2, input x of shape [-1, 1]) as a model.tflite."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name="x")])
+    @tf.autograph.experimental.do_not_convert
+    def half_plus_two(x):
+        return {"y": x * 0.5 + 2.0}
+
+    function = half_plus_two.get_concrete_function()
+    # With a trackable object the converter writes a SignatureDef; without one, none (as TF Serving's testdata).
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], half_plus_two if with_signature else None)
+    path.mkdir(parents=True)
+    (path / "model.tflite").write_bytes(converter.convert())
+
+
+@pytest.mark.parametrize("with_signature", [True, False])
+def test_tflite_models_are_served_with_and_without_a_signature_def(tmp_path, with_signature):
+    _half_plus_two_tflite(tmp_path / "half_plus_two" / "00000123", with_signature)
+    core = DropInCore([ModelConfig("half_plus_two", tmp_path / "half_plus_two")], prefer_tflite=True)
+    core.poll()
+    servable = core.manager.servable("half_plus_two")
+    assert servable.platform == "tflite" and list(servable.signatures) == ["serving_default"]
+    (name,) = servable.signature("serving_default").inputs  # without a SignatureDef: the tensor's own name
+    _, outputs = core.predict(ModelRef("half_plus_two"), {name: np.array([[1.0], [2.0], [5.0]], np.float32)})
+    (result,) = outputs.values()
+    assert result.tolist() == [[2.5], [3.0], [4.5]]  # three rows: the input was resized to the request's batch

@@ -19,6 +19,7 @@ PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
 TFLITE_FILE = "model.tflite"
+DEFAULT_SIGNATURE = "serving_default"
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,11 @@ def _method_name(path: Path, signature_name: str) -> str:
 
 
 class TFLiteServable(Servable):
-    """model.tflite through the LiteRT interpreter (one interpreter, serialised by a lock)."""
+    """model.tflite through the LiteRT interpreter (one interpreter, serialised by a lock).
+
+    A model without a SignatureDef (TF Serving's own testdata has one) is served, as TF Serving
+    serves it, under "serving_default" with its input and output tensors keyed by tensor name.
+    """
 
     platform = "tflite"
 
@@ -137,12 +142,31 @@ class TFLiteServable(Servable):
             inputs = {k: _info_from_details(d) for k, d in runner.get_input_details().items()}
             outputs = {k: _info_from_details(d) for k, d in runner.get_output_details().items()}
             signatures[key] = Signature(inputs, outputs)
+        self._by_tensor_name = not signatures
+        if self._by_tensor_name:
+            signatures[DEFAULT_SIGNATURE] = Signature(
+                {d["name"]: _info_from_details(d) for d in self._interpreter.get_input_details()},
+                {d["name"]: _info_from_details(d) for d in self._interpreter.get_output_details()})
         super().__init__(name, version, path, signatures)
 
     def run(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with self._lock:
+            if self._by_tensor_name:
+                return self._run_tensors(inputs)
             runner = self._interpreter.get_signature_runner(signature_name)
             return {k: np.array(v) for k, v in runner(**inputs).items()}
+
+    def _run_tensors(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Resize, feed and invoke by tensor index: the interpreter's API for a model without signatures."""
+        interpreter = self._interpreter
+        details = interpreter.get_input_details()
+        for detail in details:
+            interpreter.resize_tensor_input(detail["index"], inputs[detail["name"]].shape, strict=False)
+        interpreter.allocate_tensors()
+        for detail in details:
+            interpreter.set_tensor(detail["index"], inputs[detail["name"]])
+        interpreter.invoke()
+        return {d["name"]: np.array(interpreter.get_tensor(d["index"])) for d in interpreter.get_output_details()}
 
 
 def _info_from_details(details: dict) -> TensorInfo:
