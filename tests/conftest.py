@@ -108,10 +108,13 @@ def deploy_defaults(monkeypatch):
 # Test tiers: `pytest -m unit` is the quick loop (no Java, no training run); `pytest` runs everything.
 HEAVY_FIXTURES = {"artifacts", "deployed", "edge", "savedmodel_versions"}  # train, export or deploy
 SLOW_FIXTURES = {"deployed", "edge"}  # over 20 s of setup of their own, on top of `artifacts`
-# tests that train, start a server or run the host's Java themselves, without one of the fixtures above
+# tests that train, convert and serve a model, start a server or run the host's Java themselves, without one of
+# the fixtures above
 # (node ids, parameters aside); the prereqs one checks the host's real prerequisites, Java among them
 INTEGRATION_TESTS = {
     "tests/test_cli.py::test_training_on_an_image_folder_uses_its_class_names",
+    "tests/test_dropin_core.py::test_a_bad_config_file_stops_the_server_at_once_with_one_line",
+    "tests/test_dropin_core.py::test_tflite_models_are_served_with_and_without_a_signature_def",
     "tests/test_prereqs.py::test_everything_present_is_one_line_and_success",
     "tests/test_training.py::test_same_seed_gives_same_weights_and_accuracy",
     "tests/test_training.py::test_tf_trainer_exports_pass_the_parity_gate",
