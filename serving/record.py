@@ -9,7 +9,7 @@ server's own config files to learn its knobs: they are in the record.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -120,7 +120,7 @@ def read_record(run_dir: Path, server: str) -> DeployRecord | None:
 
 def write_record(run_dir: Path, record: DeployRecord) -> DeployRecord:
     """Write the record (dated now) and a PID file beside it; the record as written."""
-    record = DeployRecord(**{**vars(record), "started": datetime.now(UTC).isoformat(timespec="seconds")})
+    record = replace(record, started=datetime.now(UTC).isoformat(timespec="seconds"))
     run_dir.mkdir(parents=True, exist_ok=True)
     record_file(run_dir, record.server).write_text(json.dumps(record.as_json(), indent=2) + "\n", encoding="utf-8")
     (run_dir / f"{record.server}.pid").write_text(f"{record.pgid or ''}\n", encoding="utf-8")
