@@ -106,7 +106,8 @@ def deploy_defaults(monkeypatch):
 
 
 # Test tiers: `pytest -m unit` is the quick loop (no Java, no training run); `pytest` runs everything.
-HEAVY_FIXTURES = {"artifacts", "deployed", "edge", "savedmodel_versions"}  # train, export or deploy
+# train, export or deploy; or start the drop-in as a process (TF Serving's integration suite, ported)
+HEAVY_FIXTURES = {"artifacts", "deployed", "edge", "savedmodel_versions", "saved_models", "tflite_models"}
 SLOW_FIXTURES = {"deployed", "edge"}  # over 20 s of setup of their own, on top of `artifacts`
 # tests that train, convert and serve a model, start a server or run the host's Java themselves, without one of
 # the fixtures above

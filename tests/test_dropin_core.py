@@ -17,7 +17,10 @@ from serving.tf.dropin.config import (
 from serving.tf.dropin.core import DropInCore, ModelRef
 from serving.tf.dropin.errors import InvalidArgument, NotFound, StartupError
 from serving.tf.dropin.flags import parse_flags
+from serving.tf.dropin.servable import LoadOptions
+from serving.tf.dropin.server import load_options
 from tests.conftest import run_module
+from tests.tf_serving_models import half_plus_n_tf1, half_plus_two_tf2, half_plus_two_tflite, keras_sequential
 
 SPEC = get_spec("tiny")
 IMAGES = np.random.default_rng(0).random((4, *SPEC.input_shape), dtype=np.float32)
@@ -177,14 +180,26 @@ def test_flags_are_tensorflow_model_server_flags(tmp_path):
     assert (flags.port, flags.rest_api_port, flags.enable_batching, flags.prefer_tflite_model) == \
         (9000, 9001, True, False)
     assert flags.bind_address == "127.0.0.1"
+    assert (flags.enable_signature_method_name_check, flags.enable_profiler) == (False, True)  # TF Serving's defaults
+
+
+def test_thread_pool_flags_size_tensorflow_s_pools(tmp_path):
+    base = ["--port=9000", f"--model_base_path={tmp_path}"]
+    options = load_options(parse_flags([*base, "--tensorflow_session_parallelism=2",
+                                        "--tensorflow_inter_op_parallelism=1", "--use_tflite_model=true",
+                                        "--saved_model_tags=serve,gpu"]))
+    assert (options.intra_op_threads, options.inter_op_threads, options.prefer_tflite, options.tags) == \
+        (2, 1, True, ("serve", "gpu"))
+    with pytest.raises(StartupError, match="--rest_api_num_threads must be 0 or more"):
+        parse_flags([*base, "--rest_api_num_threads=-1"])
 
 
 def test_unknown_flags_are_rejected_by_name(tmp_path):
     done = run_module("serving.tf.dropin", "--port=9000", f"--model_base_path={tmp_path}",
-                      "--tensorflow_intra_op_parallelism=4", "--enable_model_warmup=true")
+                      "--ssl_config_file=x", "--enable_model_warmup=true")
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.stderr
-    assert "--enable_model_warmup, --tensorflow_intra_op_parallelism" in lines[0]
+    assert "--enable_model_warmup, --ssl_config_file" in lines[0]
     assert "not implemented by the TF Serving drop-in" in lines[0]
 
 
@@ -202,26 +217,10 @@ def test_a_bad_config_file_stops_the_server_at_once_with_one_line(tmp_path, opti
     assert done.returncode == 2 and len(errors) == 1 and says in errors[0], done.stderr
 
 
-def _half_plus_two_tflite(path, with_signature: bool) -> None:
-    """TF Serving's half_plus_two (y = 0.5 x + 2, input x of shape [-1, 1]) as a model.tflite."""
-    import tensorflow as tf
-
-    @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name="x")])
-    @tf.autograph.experimental.do_not_convert
-    def half_plus_two(x):
-        return {"y": x * 0.5 + 2.0}
-
-    function = half_plus_two.get_concrete_function()
-    # With a trackable object the converter writes a SignatureDef; without one, none (as TF Serving's testdata).
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], half_plus_two if with_signature else None)
-    path.mkdir(parents=True)
-    (path / "model.tflite").write_bytes(converter.convert())
-
-
 @pytest.mark.parametrize("with_signature", [True, False])
 def test_tflite_models_are_served_with_and_without_a_signature_def(tmp_path, with_signature):
-    _half_plus_two_tflite(tmp_path / "half_plus_two" / "00000123", with_signature)
-    core = DropInCore([ModelConfig("half_plus_two", tmp_path / "half_plus_two")], prefer_tflite=True)
+    base = half_plus_two_tflite(tmp_path / "half_plus_two", with_signature)
+    core = DropInCore([ModelConfig("half_plus_two", base)], LoadOptions(prefer_tflite=True))
     core.poll()
     servable = core.manager.servable("half_plus_two")
     assert servable.platform == "tflite" and list(servable.signatures) == ["serving_default"]
@@ -229,3 +228,57 @@ def test_tflite_models_are_served_with_and_without_a_signature_def(tmp_path, wit
     _, outputs = core.predict(ModelRef("half_plus_two"), {name: np.array([[1.0], [2.0], [5.0]], np.float32)})
     (result,) = outputs.values()
     assert result.tolist() == [[2.5], [3.0], [4.5]]  # three rows: the input was resized to the request's batch
+
+
+def test_a_tensor_whose_shape_differs_from_the_signature_reaches_tensorflow(tmp_path):
+    """TF Serving's half_plus_two declares x as [-1, 1]; x of shape [3] is TensorFlow's to judge, and it answers."""
+    core = DropInCore([ModelConfig("half_plus_two", half_plus_n_tf1(tmp_path / "half_plus_two"))])
+    core.poll()
+    _, outputs = core.predict(ModelRef("half_plus_two"), {"x": np.array([2.0, 3.0, 4.0], np.float32)})
+    assert outputs["y"].tolist() == [3.0, 3.5, 4.0]
+
+
+def test_a_tensorflow_error_is_invalid_argument_led_by_the_misfitting_input(savedmodel_versions, tmp_path):
+    """Our own model keeps a helpful message: which input has which shape, then TensorFlow's own words."""
+    _, core = _core_serving_version_1(savedmodel_versions, tmp_path)
+    ours = "input 'images' has shape [1, 3]; expected [-1, 32, 32, 1] (-1 is any size)"
+    with pytest.raises(InvalidArgument) as error:
+        core.predict(ModelRef("tiny"), {"images": np.ones((1, 3), np.float32)})
+    assert str(error.value).startswith(ours + ": ") and len(str(error.value)) > len(ours) + 10
+    _predict(core)  # and the core keeps serving
+
+
+def test_a_keras_export_is_served_under_its_signature_def_s_keys(tmp_path):
+    core = DropInCore([ModelConfig("keras", keras_sequential(tmp_path / "keras"))])
+    core.poll()
+    servable, signature = core.resolve(ModelRef("keras"))
+    assert servable.version == 123 and list(signature.inputs) == ["x"]
+    _, outputs = core.predict(ModelRef("keras"), {"x": np.array([[2.0]], np.float32)})
+    assert outputs["output_0"].tolist() == [[2.0]]
+
+
+def _example(x: float) -> bytes:
+    from tensorflow.core.example import example_pb2
+
+    example = example_pb2.Example()
+    example.features.feature["x"].float_list.value.append(x)
+    return example.SerializeToString()
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_classify_on_a_tf2_model_needs_the_method_name_check_off(tmp_path, check):
+    """tf.saved_model.save writes every signature as predict; TF Serving serves its classify/regress signatures
+    unless --enable_signature_method_name_check is on (it is off by default)."""
+    core = DropInCore([ModelConfig("tf2", half_plus_two_tf2(tmp_path / "tf2"))], method_name_check=check)
+    core.poll()
+    classify = ModelRef("tf2", signature_name="classify_x_to_y")
+    regress = ModelRef("tf2", signature_name="regress_x_to_y")
+    if not check:
+        assert core.classify(classify, [_example(2.0), _example(4.0)])[1] == [[("", 3.0)], [("", 4.0)]]
+        assert core.regress(regress, [_example(2.0)])[1] == [3.0]
+        return
+    with pytest.raises(InvalidArgument, match="Expected classification signature method_name to be "
+                                              "tensorflow/serving/classify. Was: tensorflow/serving/predict"):
+        core.classify(classify, [_example(2.0)])
+    with pytest.raises(InvalidArgument, match="Expected regression signature method_name"):
+        core.regress(regress, [_example(2.0)])

@@ -233,8 +233,8 @@ def _with_nan(request):
     request.inputs["images"].CopyFrom(tf.make_tensor_proto(images))
 
 
-def _wrong_shape(request):
-    request.inputs["images"].CopyFrom(tf.make_tensor_proto(np.zeros((4, 28, 28, 1), np.float32)))
+def _wrong_shape(request):  # three channels where the first convolution has one: TensorFlow refuses it
+    request.inputs["images"].CopyFrom(tf.make_tensor_proto(np.zeros((4, 32, 32, 3), np.float32)))
 
 
 def _wrong_key(request):
@@ -320,14 +320,15 @@ def test_get_model_status_is_available(models, spec):
 
 # -- Classify and Regress --------------------------------------------------------------------
 
-@pytest.mark.parametrize("call", ["Classify", "Regress"])
-def test_classify_and_regress_on_a_predict_signature_fail_the_precondition(predictions, expected, call):
+@pytest.mark.parametrize(("call", "kind"), [("Classify", "classification"), ("Regress", "regression")])
+def test_classify_and_regress_on_an_image_signature_fail_the_precondition(predictions, expected, call, kind):
+    """TF Serving's check: a classify/regress signature takes serialized examples under the key 'inputs'."""
     request_type = classification_pb2.ClassificationRequest if call == "Classify" else \
         regression_pb2.RegressionRequest
     request = request_type(input=_examples_input([[1.0, 2.0]]))
     request.model_spec.name = "tiny"
     code, details = _code(getattr(predictions, call), request)
-    assert code == grpc.StatusCode.FAILED_PRECONDITION and "tensorflow/serving/predict" in details
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and f"No {kind} inputs found in SignatureDef" in details
     _assert_still_serving(predictions, expected)
 
 
@@ -363,11 +364,44 @@ def test_classify_with_no_examples_is_invalid_argument(predictions):
     assert _code(predictions.Classify, request)[0] == grpc.StatusCode.INVALID_ARGUMENT
 
 
-# -- not implemented -------------------------------------------------------------------------
+# -- MultiInference --------------------------------------------------------------------------
 
-def test_multi_inference_and_config_reload_are_unimplemented(predictions, models, expected):
-    code, details = _code(predictions.MultiInference, inference_pb2.MultiInferenceRequest())
-    assert code == grpc.StatusCode.UNIMPLEMENTED and "MultiInference" in details
+def _multi(*tasks, model="examples"):
+    request = inference_pb2.MultiInferenceRequest(input=_examples_input([[0.0, math.log(3.0)]]))
+    for signature, method in tasks:
+        task = request.tasks.add(method_name=method)
+        task.model_spec.name, task.model_spec.signature_name = model, signature
+    return request
+
+
+def test_multi_inference_runs_classify_and_regress_on_the_same_examples(predictions):
+    response = predictions.MultiInference(_multi(("regress", REGRESS_METHOD), ("classify", CLASSIFY_METHOD)),
+                                          timeout=TIMEOUT)
+    regression, classification = response.results
+    assert regression.regression_result.regressions[0].value == pytest.approx(math.log(3.0))
+    assert [c.label for c in classification.classification_result.classifications[0].classes] == ["neg", "pos"]
+    assert [c.score for c in classification.classification_result.classifications[0].classes] == \
+        pytest.approx([0.25, 0.75])
+    assert [(r.model_spec.name, r.model_spec.signature_name, r.model_spec.version.value) for r in response.results] \
+        == [("examples", "regress", 1), ("examples", "classify", 1)]
+
+
+@pytest.mark.parametrize(("request_", "status", "words"), [
+    (inference_pb2.MultiInferenceRequest(), grpc.StatusCode.INVALID_ARGUMENT, "no tasks"),
+    (_multi(("classify", CLASSIFY_METHOD), ("classify", CLASSIFY_METHOD)), grpc.StatusCode.INVALID_ARGUMENT,
+     "Duplicate evaluation of signature: classify"),
+    (_multi(("classify", "tensorflow/serving/predict")), grpc.StatusCode.UNIMPLEMENTED,
+     "Unsupported signature method_name"),
+    (_multi(("serving_default", CLASSIFY_METHOD), model="tiny"), grpc.StatusCode.FAILED_PRECONDITION,
+     "No classification inputs"),
+])
+def test_multi_inference_refuses_what_tf_serving_refuses(predictions, expected, request_, status, words):
+    code, details = _code(predictions.MultiInference, request_)
+    assert code == status and words in details, details
+    _assert_still_serving(predictions, expected)
+
+
+def test_config_reload_is_unimplemented(predictions, models, expected):
     code, details = _code(models.HandleReloadConfigRequest, model_management_pb2.ReloadConfigRequest())
     assert code == grpc.StatusCode.UNIMPLEMENTED and "--model_config_file_poll_wait_seconds" in details
     _assert_still_serving(predictions, expected)

@@ -8,6 +8,7 @@ max_enqueued_batches batches wait; beyond that a request is refused
 
 from __future__ import annotations
 
+import concurrent.futures
 import queue
 import threading
 import time
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from serving.tf.dropin.config import BatchingParameters
-from serving.tf.dropin.errors import InvalidArgument, Unavailable
+from serving.tf.dropin.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from serving.tf.dropin.servable import Servable
 
 
@@ -113,13 +114,18 @@ class Batcher:
         self._lock = threading.Lock()
 
     def run(self, servable: Servable, signature: str, inputs: dict[str, np.ndarray],
-            timeout: float | None) -> dict[str, np.ndarray]:
+            deadline: float | None) -> dict[str, np.ndarray]:
+        """The request's rows of its batch's outputs; DeadlineExceeded if the batch has not run by `deadline`."""
         key = (id(servable), signature)
         with self._lock:
             scheduler = self._schedulers.get(key)
             if scheduler is None or scheduler.servable is not servable:
                 scheduler = self._schedulers[key] = BatchScheduler(servable, signature, self.params, self.stats)
-        return scheduler.submit(inputs).result(timeout=timeout)
+        future = scheduler.submit(inputs)
+        try:
+            return future.result(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+        except concurrent.futures.TimeoutError:
+            raise DeadlineExceeded("Deadline exceeded waiting for the request's batch to run") from None
 
     def forget(self, servable: Servable) -> None:
         """Stop the schedulers of an unloaded servable."""

@@ -1,12 +1,14 @@
-"""What both front ends call: predict, classify, regress, metadata and status, protocol-free.
+"""What both front ends call: predict, classify, regress, multi-inference, metadata and status, protocol-free.
 
-Front ends decode their wire format into numpy arrays, call these methods and
-encode the answer; errors are the exceptions in errors.py.
+Front ends decode their wire format into numpy arrays (or serialized tf.Examples),
+call these methods with the request's deadline, and encode the answer; errors are
+the exceptions in errors.py. The checks here are the ones TF Serving makes
+(predict_util, classifier, regressor, multi_inference); what TF Serving leaves
+to TensorFlow is left to TensorFlow.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import threading
 import time
 from dataclasses import dataclass
@@ -15,12 +17,26 @@ import numpy as np
 
 from serving.tf.dropin.batching import Batcher
 from serving.tf.dropin.config import BatchingParameters, ModelConfig
-from serving.tf.dropin.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, ServingError
+from serving.tf.dropin.errors import FailedPrecondition, InvalidArgument, ServingError, Unimplemented
 from serving.tf.dropin.manager import ModelManager, VersionStatus
 from serving.tf.dropin.metrics import Metrics
-from serving.tf.dropin.servable import CLASSIFY_METHOD, REGRESS_METHOD, Servable, Signature, check_inputs
+from serving.tf.dropin.servable import (
+    CLASSIFY_METHOD,
+    DEFAULT_LOAD,
+    REGRESS_METHOD,
+    LoadOptions,
+    Servable,
+    Signature,
+    check_inputs,
+    shape_hint,
+)
 
 DEFAULT_SIGNATURE = "serving_default"
+CLASSIFY_INPUTS, CLASSES, SCORES = "inputs", "classes", "scores"
+REGRESS_INPUTS, REGRESS_OUTPUTS = "inputs", "outputs"
+
+# One classification: (label, score) per class; TF Serving leaves an absent label "" and an absent score 0.
+Classification = list[tuple[str, float]]
 
 
 @dataclass
@@ -37,30 +53,43 @@ class ModelRef:
         return self.signature_name or DEFAULT_SIGNATURE
 
 
+@dataclass
+class InferenceTask:
+    """One task of a MultiInference request: a signature and the method to run it as."""
+
+    ref: ModelRef
+    method_name: str
+
+
+@dataclass
+class TaskResult:
+    """A MultiInference task's answer: classifications or regressions, in the task's order."""
+
+    task: InferenceTask
+    classifications: list[Classification] | None = None
+    regressions: list[float] | None = None
+
+
 class DropInCore:
-    def __init__(self, models: list[ModelConfig], prefer_tflite: bool = False,
-                 batching: BatchingParameters | None = None, request_timeout_s: float | None = None) -> None:
-        self.manager = ModelManager(models, prefer_tflite)
+    def __init__(self, models: list[ModelConfig], load_options: LoadOptions = DEFAULT_LOAD,
+                 batching: BatchingParameters | None = None, method_name_check: bool = False) -> None:
+        self.manager = ModelManager(models, load_options)
         self.batcher = Batcher(batching) if batching else None
+        self.method_name_check = method_name_check  # TF Serving's --enable_signature_method_name_check
         self.metrics = Metrics()
-        self.request_timeout_s = request_timeout_s
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def poll(self) -> None:
-        before = self._loaded_servables()
+        before = self.manager.loaded_servables()
         self.manager.poll()
         if self.batcher:
-            for servable in before - self._loaded_servables():
+            for servable in before - self.manager.loaded_servables():
                 self.batcher.forget(servable)
-
-    def _loaded_servables(self) -> set[Servable]:
-        return {s for versions in self.manager._loaded.values() for s in versions.values()}
 
     def start_polling(self, seconds: float, reload_models=None, reload_seconds: float = 0) -> None:
         """Poll version directories every `seconds` (0: load once, as TF Serving does)."""
-
         def loop() -> None:
             last_reload = time.monotonic()
             while not self._stop.wait(seconds):
@@ -77,61 +106,120 @@ class DropInCore:
     def stop(self) -> None:
         self._stop.set()
 
-    # -- requests --------------------------------------------------------------------------
+    # -- predict ---------------------------------------------------------------------------
     def resolve(self, ref: ModelRef) -> tuple[Servable, Signature]:
         servable = self.manager.servable(ref.name, ref.version, ref.label)
         return servable, servable.signature(ref.signature)
 
-    def predict(self, ref: ModelRef, inputs: dict[str, np.ndarray]) -> tuple[Servable, dict[str, np.ndarray]]:
-        """Run a signature; returns the servable that answered (for its version) and the outputs."""
-        return self._timed(ref, "predict", lambda: self._run(ref, inputs))
+    def predict(self, ref: ModelRef, inputs: dict[str, np.ndarray], output_filter: list[str] | None = None,
+                deadline: float | None = None) -> tuple[Servable, dict[str, np.ndarray]]:
+        """Run a signature; returns the servable that answered (for its version) and the outputs.
 
-    def classify(self, ref: ModelRef, examples: list[bytes]) -> tuple[Servable, dict[str, np.ndarray]]:
-        """Run a classify signature on serialized tf.Examples: outputs 'classes' and/or 'scores'."""
-        return self._timed(ref, "classify", lambda: self._run_examples(ref, examples, CLASSIFY_METHOD))
+        `deadline` is a time.monotonic() value: the request's own (gRPC deadline or --rest_api_timeout_in_ms)."""
+        return self._counted(ref, "predict", lambda: self._predict(ref, inputs, output_filter or [], deadline))
 
-    def regress(self, ref: ModelRef, examples: list[bytes]) -> tuple[Servable, dict[str, np.ndarray]]:
-        """Run a regress signature on serialized tf.Examples: output 'outputs'."""
-        return self._timed(ref, "regress", lambda: self._run_examples(ref, examples, REGRESS_METHOD))
-
-    def _run(self, ref: ModelRef, inputs: dict[str, np.ndarray]) -> tuple[Servable, dict[str, np.ndarray]]:
+    def _predict(self, ref: ModelRef, inputs: dict[str, np.ndarray], output_filter: list[str],
+                 deadline: float | None) -> tuple[Servable, dict[str, np.ndarray]]:
         servable, signature = self.resolve(ref)
         checked = check_inputs(ref.signature, signature, inputs)
-        if self.batcher and all(info.shape and info.shape[0] == -1 for info in signature.inputs.values()):
-            try:
-                return servable, self.batcher.run(servable, ref.signature, checked, self.request_timeout_s)
-            except concurrent.futures.TimeoutError:
-                raise DeadlineExceeded("request timed out waiting for its batch") from None
-        return servable, servable.run(ref.signature, checked)
+        _check_output_filter(output_filter, signature)
+        try:
+            if self.batcher and _batchable(signature, checked):
+                outputs = self.batcher.run(servable, ref.signature, checked, deadline)
+                return servable, {k: outputs[k] for k in output_filter} if output_filter else outputs
+            return servable, servable.run(ref.signature, checked, output_filter, deadline)
+        except InvalidArgument as exc:  # TensorFlow's message, led by which input misfits the signature, if any
+            hint = shape_hint(signature, checked)
+            raise InvalidArgument(f"{hint}: {exc}" if hint else str(exc)) from None
 
-    def _run_examples(self, ref: ModelRef, examples: list[bytes], method: str):
-        servable, signature = self.resolve(ref)
-        if signature.method_name != method:
-            kind = "classification" if method == CLASSIFY_METHOD else "regression"
-            raise FailedPrecondition(f"Expected {kind} signature method_name to be {method}. "
-                                     f"Was: {signature.method_name}")
+    # -- classify, regress, multi-inference on serialized tf.Examples ----------------------
+    def classify(self, ref: ModelRef, examples: list[bytes],
+                 deadline: float | None = None) -> tuple[Servable, list[Classification]]:
+        """Run a classification signature: one list of (label, score) per example."""
+        task = InferenceTask(ref, CLASSIFY_METHOD)
+        servable, (result,) = self._counted(ref, "classify", lambda: self._infer([task], examples, deadline))
+        return servable, result.classifications
+
+    def regress(self, ref: ModelRef, examples: list[bytes],
+                deadline: float | None = None) -> tuple[Servable, list[float]]:
+        """Run a regression signature: one value per example."""
+        task = InferenceTask(ref, REGRESS_METHOD)
+        servable, (result,) = self._counted(ref, "regress", lambda: self._infer([task], examples, deadline))
+        return servable, result.regressions
+
+    def multi_inference(self, tasks: list[InferenceTask], examples: list[bytes],
+                        deadline: float | None = None) -> tuple[Servable, list[TaskResult]]:
+        """Several classify/regress signatures of one model on the same examples (TF Serving's MultiInference):
+        every task must name the same model, and no signature twice."""
+        name = tasks[0].ref.name if tasks else ""
+        return self._counted(ModelRef(name), "multi_inference", lambda: self._infer(tasks, examples, deadline))
+
+    def _infer(self, tasks: list[InferenceTask], examples: list[bytes],
+               deadline: float | None) -> tuple[Servable, list[TaskResult]]:
+        _check_tasks(tasks)
+        if not examples:
+            raise InvalidArgument("Input is empty.")
+        servable = self.manager.servable(tasks[0].ref.name, tasks[0].ref.version, tasks[0].ref.label)
+        plans = [(task, *self._example_signature(servable.signature(task.ref.signature), task.method_name))
+                 for task in tasks]  # every task checked before any runs
+        serialized = np.asarray(examples, dtype=object)
+        results = []
+        # One run per signature, as TF Serving's TFRT runtime does: a TF2 model gives each signature its own input
+        # placeholder, which TF Serving's Session path (one run, one shared input tensor) would refuse.
+        for task, key, fetches in plans:
+            outputs = servable.run(task.ref.signature, {key: serialized}, fetches, deadline)
+            if task.method_name == CLASSIFY_METHOD:
+                results.append(TaskResult(task, classifications=classifications(outputs, len(examples))))
+            else:
+                results.append(TaskResult(task, regressions=regressions(outputs, len(examples))))
+        return servable, results
+
+    def _example_signature(self, signature: Signature, method: str) -> tuple[str, list[str]]:
+        """TF Serving's PreProcessClassification / PreProcessRegression: the input key and the outputs to fetch."""
+        kind = "classification" if method == CLASSIFY_METHOD else "regression"
+        if self.method_name_check and signature.method_name != method:
+            raise InvalidArgument(f"Expected {kind} signature method_name to be {method}. "
+                                  f"Was: {signature.method_name}")
         if len(signature.inputs) != 1:
-            raise InvalidArgument(f"Expected one input Tensor, signature has {len(signature.inputs)}")
-        (key,) = signature.inputs
-        return servable, servable.run(ref.signature, {key: np.asarray(examples, dtype=object)})
+            raise InvalidArgument("Expected one input Tensor.")
+        outputs = sorted(signature.outputs)
+        if method == CLASSIFY_METHOD and len(outputs) not in (1, 2):
+            raise InvalidArgument(f"Expected one or two output Tensors, found {len(outputs)}")
+        if method == REGRESS_METHOD and len(outputs) != 1:
+            raise InvalidArgument("Expected one output Tensor.")
+        if CLASSIFY_INPUTS not in signature.inputs:
+            raise FailedPrecondition(f"No {kind} inputs found in SignatureDef: the input is "
+                                     f"{sorted(signature.inputs)}, not '{CLASSIFY_INPUTS}'")
+        if method == REGRESS_METHOD:
+            if REGRESS_OUTPUTS not in signature.outputs:
+                raise FailedPrecondition(f"No regression outputs found in SignatureDef: the output is {outputs}, "
+                                         f"not '{REGRESS_OUTPUTS}'")
+            return CLASSIFY_INPUTS, [REGRESS_OUTPUTS]
+        wanted = [key for key in (CLASSES, SCORES) if key in signature.outputs]
+        if not wanted:
+            raise FailedPrecondition('Expected classification signature outputs to contain at least one of '
+                                     f'"{CLASSES}" or "{SCORES}". Signature outputs: {outputs}')
+        return CLASSIFY_INPUTS, wanted
 
-    def _timed(self, ref: ModelRef, api: str, call):
+    # -- bookkeeping ----------------------------------------------------------------------
+    def _counted(self, ref: ModelRef, api: str, call):
         started = time.perf_counter()
         status = "OK"
         try:
             return call()
         except ServingError as exc:
-            status = exc.grpc_code
+            status = exc.code
             raise
-        except Exception:  # e.g. a TensorFlow runtime error: a failure, not an OK request
+        except Exception:  # a bug: a failure, not an OK request
             status = "INTERNAL"
             raise
         finally:
             self.metrics.observe(ref.name, api, status, time.perf_counter() - started)
 
-    def metadata(self, ref: ModelRef) -> tuple[Servable, dict[str, Signature]]:
+    def metadata(self, ref: ModelRef) -> tuple[Servable, dict]:
+        """The servable and its SignatureDef protos, as written in the model (TF Serving returns them all)."""
         servable = self.manager.servable(ref.name, ref.version, ref.label)
-        return servable, servable.signatures
+        return servable, servable.signature_defs()
 
     def status(self, name: str, version: int | None = None, label: str | None = None) -> list[VersionStatus]:
         if label is not None:
@@ -140,3 +228,81 @@ class DropInCore:
 
     def metrics_text(self, version: str = "") -> str:
         return self.metrics.render(self.batcher.stats if self.batcher else None, version)
+
+
+def _batchable(signature: Signature, inputs: dict[str, np.ndarray]) -> bool:
+    """Whether requests can be concatenated along the batch dimension: each input fits a signature shape that is
+    fixed but for a leading -1. Anything else runs on its own, and TensorFlow decides."""
+    for key, array in inputs.items():
+        shape = signature.inputs[key].shape
+        if not shape or shape[0] != -1 or -1 in shape[1:] or not signature.inputs[key].accepts(array.shape):
+            return False
+    return True
+
+
+def _check_output_filter(wanted: list[str], signature: Signature) -> None:
+    """TF Serving's predict_util checks on output_filter."""
+    for index, key in enumerate(wanted):
+        if key not in signature.outputs:
+            raise InvalidArgument(f"output tensor alias not found in signature: {key} Outputs expected to be in the "
+                                  f"set {{{','.join(sorted(signature.outputs))}}}.")
+        if key in wanted[:index]:
+            raise InvalidArgument(f"duplicate output tensor alias: {key}")
+
+
+def _check_tasks(tasks: list[InferenceTask]) -> None:
+    """TF Serving's MultiInference checks, in its order and words."""
+    if not tasks:
+        raise InvalidArgument("MultiInferenceRequest has no tasks")
+    names, signatures = set(), set()
+    for task in tasks:
+        if not task.ref.name:
+            raise InvalidArgument("Found ModelSpec with an empty model name.")
+        names.add(task.ref.name)
+        if len(names) > 1:
+            raise InvalidArgument("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+        if task.ref.signature in signatures:
+            raise InvalidArgument(f"Duplicate evaluation of signature: {task.ref.signature}")
+        signatures.add(task.ref.signature)
+        if task.method_name not in (CLASSIFY_METHOD, REGRESS_METHOD):
+            raise Unimplemented(f"Unsupported signature method_name: {task.method_name}")
+
+
+def _label(value) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def classifications(outputs: dict[str, np.ndarray], examples: int) -> list[Classification]:
+    """TF Serving's PostProcessClassificationResult: 'classes' (DT_STRING) and/or 'scores' (DT_FLOAT), each
+    [batch_size, num_classes]."""
+    classes, scores = outputs.get(CLASSES), outputs.get(SCORES)
+    for key, array, kind in ((CLASSES, classes, "OSU"), (SCORES, scores, "f")):
+        if array is None:
+            continue
+        if array.ndim != 2:
+            raise InvalidArgument(f"Expected Tensor shape: [batch_size num_classes] but got {list(array.shape)}")
+        if array.dtype.kind not in kind or (key == SCORES and array.dtype != np.float32):
+            raise InvalidArgument(f"Expected {key} Tensor of {'DT_STRING' if key == CLASSES else 'DT_FLOAT'}. "
+                                  f"Got: {array.dtype}")
+        if array.shape[0] != examples:
+            raise InvalidArgument(f"Expected {key} output batch size of {examples}. Got: {array.shape[0]}")
+    if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
+        raise InvalidArgument(f"Tensors class and score should match in dim_size(1). Got {classes.shape[1]} vs. "
+                              f"{scores.shape[1]}")
+    width = (classes if classes is not None else scores).shape[1]
+    return [[(_label(classes[row, column]) if classes is not None else "",
+              float(scores[row, column]) if scores is not None else 0.0) for column in range(width)]
+            for row in range(examples)]
+
+
+def regressions(outputs: dict[str, np.ndarray], examples: int) -> list[float]:
+    """TF Serving's PostProcessRegressionResult: 'outputs' (DT_FLOAT) shaped [batch_size] or [batch_size, 1]."""
+    values = outputs[REGRESS_OUTPUTS]
+    if values.dtype != np.float32:
+        raise InvalidArgument(f"Expected output Tensor of DT_FLOAT. Got: {values.dtype}")
+    if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
+        raise InvalidArgument(f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
+                              f"{list(values.shape)}")
+    if values.shape[0] != examples:
+        raise InvalidArgument(f"Input batch size did not match output batch size: {examples} vs. {values.shape[0]}")
+    return [float(value) for value in values.reshape(-1)]

@@ -1,6 +1,9 @@
-"""The drop-in's errors, named after the status codes TF Serving answers with.
+"""The drop-in's errors, named after TensorFlow's status codes (tensorflow/core/protobuf/error_codes.proto).
 
-Front ends map them: REST to the HTTP status, gRPC to the grpc.StatusCode.
+The core raises them with a `code` name; each front end turns the code into its
+own status in one table (REST: rest_api.HTTP_STATUS, gRPC: grpc_api's
+grpc.StatusCode by name). TensorFlow's own errors keep their code and message
+(`from_tensorflow`), as TF Serving passes a Session::Run status through.
 """
 
 from __future__ import annotations
@@ -15,34 +18,62 @@ class StartupError(Exception):
 
 
 class ServingError(Exception):
-    http_status = 500
-    grpc_code = "INTERNAL"
+    """A request that failed; `code` is the TensorFlow / gRPC status code name."""
+
+    code = "INTERNAL"
 
 
 class InvalidArgument(ServingError):
-    http_status = 400
-    grpc_code = "INVALID_ARGUMENT"
+    code = "INVALID_ARGUMENT"
 
 
 class NotFound(ServingError):
-    http_status = 404
-    grpc_code = "NOT_FOUND"
+    code = "NOT_FOUND"
 
 
 class FailedPrecondition(ServingError):
-    """E.g. :classify on a signature whose method is predict."""
+    """E.g. :classify on a signature whose method is predict, with --enable_signature_method_name_check."""
 
-    http_status = 400
-    grpc_code = "FAILED_PRECONDITION"
+    code = "FAILED_PRECONDITION"
 
 
 class Unavailable(ServingError):
     """E.g. the batch queue is full."""
 
-    http_status = 503
-    grpc_code = "UNAVAILABLE"
+    code = "UNAVAILABLE"
 
 
 class DeadlineExceeded(ServingError):
-    http_status = 504
-    grpc_code = "DEADLINE_EXCEEDED"
+    code = "DEADLINE_EXCEEDED"
+
+
+class Unimplemented(ServingError):
+    code = "UNIMPLEMENTED"
+
+
+class CodedError(ServingError):
+    """Any other code, e.g. one TensorFlow raised (RESOURCE_EXHAUSTED, OUT_OF_RANGE...)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# tensorflow.error.Code numbers (the same numbers as grpc.StatusCode) to their names.
+CODE_NAMES = {0: "OK", 1: "CANCELLED", 2: "UNKNOWN", 3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED", 5: "NOT_FOUND",
+              6: "ALREADY_EXISTS", 7: "PERMISSION_DENIED", 8: "RESOURCE_EXHAUSTED", 9: "FAILED_PRECONDITION",
+              10: "ABORTED", 11: "OUT_OF_RANGE", 12: "UNIMPLEMENTED", 13: "INTERNAL", 14: "UNAVAILABLE",
+              15: "DATA_LOSS", 16: "UNAUTHENTICATED"}
+_BY_CODE = {cls.code: cls for cls in (InvalidArgument, NotFound, FailedPrecondition, Unavailable, DeadlineExceeded,
+                                      Unimplemented)}
+
+
+def error_for(code: str, message: str) -> ServingError:
+    """The ServingError for a status code name."""
+    cls = _BY_CODE.get(code)
+    return cls(message) if cls else CodedError(code, message)
+
+
+def from_tensorflow(exc) -> ServingError:
+    """A tf.errors.OpError as the ServingError of the same code, with TensorFlow's own message."""
+    return error_for(CODE_NAMES.get(exc.error_code, "UNKNOWN"), exc.message)

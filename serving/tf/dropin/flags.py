@@ -42,6 +42,13 @@ class ServerFlags:
     grpc_socket_path: str = ""
     grpc_channel_arguments: str = ""
     prefer_tflite_model: bool = False
+    use_tflite_model: bool = False
+    enable_signature_method_name_check: bool = False
+    enable_profiler: bool = True
+    saved_model_tags: str = "serve"
+    tensorflow_session_parallelism: int = 0
+    tensorflow_intra_op_parallelism: int = 0
+    tensorflow_inter_op_parallelism: int = 0
     max_body_bytes: int = 64 << 20
     version: bool = False
 
@@ -70,12 +77,25 @@ def _parser() -> _OneLineParser:
     add("--enable_batching", type=_bool, nargs="?", const=True, default=False)
     add("--batching_parameters_file", default="")
     add("--rest_api_timeout_in_ms", type=int, default=30000)
-    add("--rest_api_num_threads", type=int, default=0, help="accepted; REST uses a thread per connection")
+    add("--rest_api_num_threads", type=int, default=0,
+        help="threads that run REST requests (0: 4 x the CPUs this process may use, as TF Serving)")
     add("--monitoring_config_file", default="")
     add("--grpc_socket_path", default="", help="also serve gRPC on this Unix socket")
     add("--grpc_channel_arguments", default="", help="comma-separated key=value gRPC server arguments")
     add("--prefer_tflite_model", type=_bool, nargs="?", const=True, default=False,
         help="serve model.tflite from the version directory through the TFLite interpreter")
+    add("--use_tflite_model", type=_bool, nargs="?", const=True, default=False,
+        help="the older name of --prefer_tflite_model (TF Serving's own integration tests use it)")
+    add("--enable_signature_method_name_check", type=_bool, nargs="?", const=True, default=False,
+        help="refuse Classify/Regress on signatures whose method_name is not classify/regress (TF2 models "
+             "have only predict, so TF Serving leaves this off)")
+    add("--enable_profiler", type=_bool, nargs="?", const=True, default=True,
+        help="answer TensorFlow profiler trace requests on the gRPC port")
+    add("--saved_model_tags", default="serve", help="comma-separated MetaGraphDef tags to load")
+    add("--tensorflow_session_parallelism", type=int, default=0,
+        help="threads for a TensorFlow session (0: TensorFlow decides); sets intra- and inter-op pools")
+    add("--tensorflow_intra_op_parallelism", type=int, default=0, help="threads inside one op (0: TensorFlow decides)")
+    add("--tensorflow_inter_op_parallelism", type=int, default=0, help="ops run at once (0: TensorFlow decides)")
     add("--max_body_bytes", type=int, default=64 << 20, help="drop-in extension: largest REST body accepted")
     add("--version", action="store_true", help="print the version and exit")
     return parser
@@ -109,3 +129,9 @@ def _check(flags: ServerFlags) -> None:
             raise StartupError(f"--{name} must be between 0 and 65535")
     if flags.port and flags.port == flags.rest_api_port:
         raise StartupError("--port and --rest_api_port must differ")
+    for name in ("rest_api_num_threads", "tensorflow_session_parallelism", "tensorflow_intra_op_parallelism",
+                 "tensorflow_inter_op_parallelism"):
+        if getattr(flags, name) < 0:
+            raise StartupError(f"--{name} must be 0 or more")
+    if not [tag for tag in flags.saved_model_tags.split(",") if tag.strip()]:
+        raise StartupError("--saved_model_tags needs at least one tag")

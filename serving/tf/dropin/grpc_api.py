@@ -7,8 +7,9 @@ bad request never takes the server down. Every call carries
 `x-served-by: tf-serving-dropin` in its initial and trailing metadata.
 
 Implemented: Predict, GetModelMetadata (signature_def), Classify, Regress,
-GetModelStatus. Answered UNIMPLEMENTED: MultiInference,
-HandleReloadConfigRequest.
+MultiInference, GetModelStatus, and TensorFlow's ProfilerService on the same
+port (profiler.py), as TF Serving registers it. Answered UNIMPLEMENTED:
+HandleReloadConfigRequest. A call's gRPC deadline is the core's deadline.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import math
 import os
 import socket
 import stat
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -30,6 +32,7 @@ from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    inference_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
@@ -37,9 +40,9 @@ from tensorflow_serving.apis import (
 )
 
 from serving.tf.dropin import SERVER_NAME
-from serving.tf.dropin.core import DropInCore, ModelRef
-from serving.tf.dropin.errors import InvalidArgument, ServingError
-from serving.tf.dropin.servable import Servable, Signature, TensorInfo
+from serving.tf.dropin.core import Classification, DropInCore, InferenceTask, ModelRef
+from serving.tf.dropin.errors import InvalidArgument, ServingError, Unimplemented
+from serving.tf.dropin.servable import CLASSIFY_METHOD, Servable, Signature, TensorInfo
 
 log = logging.getLogger("tf-serving-dropin")
 
@@ -51,7 +54,8 @@ DEFAULT_MAX_RECEIVE_BYTES = 64 * 1024 * 1024
 # ask for a huge tensor; 2**28 elements is 1 GiB of float32, far beyond any sane batch.
 MAX_DECODED_ELEMENTS = 2**28
 _INT32 = range(-(2**31), 2**31)
-_STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+# The core's error code -> gRPC status: the same names, as in TF Serving.
+GRPC_STATUS = {code.name: code for code in grpc.StatusCode}
 _ERROR_CODES = get_model_status_pb2.ModelVersionStatus.DESCRIPTOR.fields_by_name["status"].message_type \
     .fields_by_name["error_code"].enum_type
 _STATE = get_model_status_pb2.ModelVersionStatus.State
@@ -63,26 +67,23 @@ def _error_code(name: str) -> int:
     return value.number
 
 
-class Unimplemented(ServingError):
-    http_status = 501
-    grpc_code = "UNIMPLEMENTED"
-
-
 # -- call wrapper ----------------------------------------------------------------------------
 
 def _rpc(method: Callable) -> Callable:
-    """Turn `method(self, request) -> response` into a gRPC handler that tags and translates errors."""
+    """Turn `method(self, request, deadline) -> response` into a gRPC handler that tags and translates errors.
+
+    `deadline` is the call's gRPC deadline as a time.monotonic() value (None: the client set none)."""
 
     @functools.wraps(method)
     def handler(self, request, context: grpc.ServicerContext):
         context.send_initial_metadata(SERVED_BY)
         context.set_trailing_metadata(SERVED_BY)
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining
         try:
-            return method(self, request)
+            return method(self, request, deadline)
         except ServingError as exc:
-            code, message = grpc.StatusCode.__members__.get(exc.grpc_code, grpc.StatusCode.INTERNAL), str(exc)
-        except tf.errors.OpError as exc:  # TensorFlow's codes are gRPC's codes, by number
-            code, message = _STATUS_BY_NUMBER.get(exc.error_code, grpc.StatusCode.INTERNAL), exc.message
+            code, message = GRPC_STATUS.get(exc.code, grpc.StatusCode.INTERNAL), str(exc)
         except Exception as exc:
             log.exception("tf-serving-dropin: unexpected error in %s", method.__name__)
             code = grpc.StatusCode.INTERNAL
@@ -144,99 +145,41 @@ def decode_inputs(tensors, signature: Signature | None) -> dict[str, np.ndarray]
     return {key: decode_tensor(key, proto, expected.get(key)) for key, proto in tensors.items()}
 
 
-def _check_output_filter(wanted: list[str], signature: Signature | None) -> None:
-    if len(set(wanted)) != len(wanted):
-        raise InvalidArgument(f"duplicate output tensor alias in output_filter: {wanted}")
-    unknown = [key for key in wanted if signature and key not in signature.outputs]
-    if unknown:
-        raise InvalidArgument(f"output tensor alias not found in signature: {unknown[0]}. "
-                              f"Outputs expected to be in the set {sorted(signature.outputs)}.")
-
-
-def _fill_tensor_info(target, info: TensorInfo) -> None:
-    target.name = info.name
-    target.dtype = _dtype_enum(info.dtype)
-    if info.shape is None:
-        target.tensor_shape.unknown_rank = True
-    else:
-        for size in info.shape:
-            target.tensor_shape.dim.add(size=size)
-
-
-def signature_def_map(signatures: dict[str, Signature]) -> get_model_metadata_pb2.SignatureDefMap:
+def signature_def_map(signature_defs: dict) -> get_model_metadata_pb2.SignatureDefMap:
+    """The servable's SignatureDef protos, as GetModelMetadata packs them."""
     result = get_model_metadata_pb2.SignatureDefMap()
-    for key, signature in signatures.items():
-        definition = result.signature_def[key]
-        definition.method_name = signature.method_name
-        for name, info in signature.inputs.items():
-            _fill_tensor_info(definition.inputs[name], info)
-        for name, info in signature.outputs.items():
-            _fill_tensor_info(definition.outputs[name], info)
+    for key, definition in signature_defs.items():
+        result.signature_def[key].CopyFrom(definition)
     return result
 
 
-# -- Classify / Regress ----------------------------------------------------------------------
+# -- Classify / Regress / MultiInference -----------------------------------------------------
 
 def serialized_examples(input_proto) -> list[bytes]:
     """An Input proto as serialized tf.Examples, the way TF Serving feeds them to the signature."""
     kind = input_proto.WhichOneof("kind")
     if kind == "example_list":
-        examples = [example.SerializeToString() for example in input_proto.example_list.examples]
-    elif kind == "example_list_with_context":
+        return [example.SerializeToString() for example in input_proto.example_list.examples]
+    if kind == "example_list_with_context":
         # Concatenated serialized protos parse as a merge, so each example's own features win over
         # the context's; TF Serving builds its input tensor the same way.
         with_context = input_proto.example_list_with_context
         context = with_context.context.SerializeToString()
-        examples = [context + example.SerializeToString() for example in with_context.examples]
-    else:
-        examples = []
-    if not examples:
-        raise InvalidArgument("Input is empty: set example_list or example_list_with_context with examples")
-    return examples
+        return [context + example.SerializeToString() for example in with_context.examples]
+    return []
 
 
-def _batch_output(outputs: dict[str, np.ndarray], key: str, rows: int, shapes: str,
-                  allowed: Callable[[np.ndarray], bool]) -> np.ndarray | None:
-    array = outputs.get(key)
-    if array is not None and (array.ndim == 0 or array.shape[0] != rows or not allowed(array)):
-        raise InvalidArgument(f"Expected output '{key}' of shape {shapes} with batch_size {rows}; "
-                              f"got {list(array.shape)}")
-    return array
+def fill_classifications(result: classification_pb2.ClassificationResult,
+                         classifications: list[Classification]) -> None:
+    for classes in classifications:
+        target = result.classifications.add()
+        for label, score in classes:
+            target.classes.add(label=label, score=score)
 
 
-def _label(value) -> str:
-    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
-
-
-def fill_classifications(result: classification_pb2.ClassificationResult, outputs: dict[str, np.ndarray],
-                         rows: int) -> None:
-    """ClassificationResult from the signature's 'classes' [batch, n] and/or 'scores' [batch, n]."""
-    two_d = "[batch_size, num_classes]"
-    classes = _batch_output(outputs, "classes", rows, two_d, lambda a: a.ndim == 2)
-    scores = _batch_output(outputs, "scores", rows, two_d, lambda a: a.ndim == 2)
-    if classes is None and scores is None:
-        raise InvalidArgument(f"classify signature has neither 'classes' nor 'scores' output: {sorted(outputs)}")
-    if classes is not None and scores is not None and classes.shape != scores.shape:
-        raise InvalidArgument(f"'classes' {list(classes.shape)} and 'scores' {list(scores.shape)} differ in shape")
-    num_classes = (classes if classes is not None else scores).shape[1]
-    for row in range(rows):
-        classification = result.classifications.add()
-        for column in range(num_classes):
-            entry = classification.classes.add()
-            if classes is not None:
-                entry.label = _label(classes[row, column])
-            if scores is not None:
-                entry.score = float(scores[row, column])
-
-
-def fill_regressions(result: regression_pb2.RegressionResult, outputs: dict[str, np.ndarray], rows: int) -> None:
-    """RegressionResult from the signature's 'outputs', shaped [batch] or [batch, 1]."""
-    values = _batch_output(outputs, "outputs", rows, "[batch_size] or [batch_size, 1]",
-                           lambda a: a.ndim == 1 or (a.ndim == 2 and a.shape[1] == 1))
-    if values is None:
-        raise InvalidArgument(f"regress signature has no 'outputs' output: {sorted(outputs)}")
-    for value in values.reshape(rows):
-        result.regressions.add(value=float(value))
+def fill_regressions(result: regression_pb2.RegressionResult, values: list[float]) -> None:
+    for value in values:
+        result.regressions.add(value=value)
 
 
 # -- services --------------------------------------------------------------------------------
@@ -246,28 +189,25 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.core = core
 
     def _signature(self, ref: ModelRef) -> Signature | None:
-        """The signature a request will run, to check dtypes and output_filter before running it."""
+        """The signature a request will run, to check dtypes before running it."""
         try:
             return self.core.resolve(ref)[1]
         except ServingError:
             return None  # core.predict raises the same error below and counts it in the metrics
 
     @_rpc
-    def Predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+    def Predict(self, request: predict_pb2.PredictRequest, deadline) -> predict_pb2.PredictResponse:
         ref = model_ref(request.model_spec)
-        signature = self._signature(ref)
-        inputs = decode_inputs(request.inputs, signature)
-        wanted = list(request.output_filter)
-        _check_output_filter(wanted, signature)
-        servable, outputs = self.core.predict(ref, inputs)
+        inputs = decode_inputs(request.inputs, self._signature(ref))
+        servable, outputs = self.core.predict(ref, inputs, list(request.output_filter), deadline)
         response = predict_pb2.PredictResponse()
         _fill_model_spec(response.model_spec, servable, ref.signature)
-        for key in wanted or outputs:
-            response.outputs[key].CopyFrom(tf.make_tensor_proto(outputs[key]))
+        for key, value in outputs.items():
+            response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
         return response
 
     @_rpc
-    def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest):
+    def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest, deadline):
         fields = list(request.metadata_field)
         if not fields:
             raise InvalidArgument("GetModelMetadataRequest must specify at least one metadata_field")
@@ -275,34 +215,43 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         if unsupported:
             raise InvalidArgument(f"Metadata field {unsupported[0]} is not supported "
                                   f"(only '{SIGNATURE_DEF_FIELD}' is)")
-        servable, signatures = self.core.metadata(model_ref(request.model_spec))
+        servable, signature_defs = self.core.metadata(model_ref(request.model_spec))
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         _fill_model_spec(response.model_spec, servable, None)
-        response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_def_map(signatures))
+        response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_def_map(signature_defs))
         return response
 
     @_rpc
-    def Classify(self, request: classification_pb2.ClassificationRequest):
-        return self._on_examples(request, self.core.classify, classification_pb2.ClassificationResponse(),
-                                 fill_classifications)
-
-    @_rpc
-    def Regress(self, request: regression_pb2.RegressionRequest):
-        return self._on_examples(request, self.core.regress, regression_pb2.RegressionResponse(), fill_regressions)
-
-    def _on_examples(self, request, run, response, fill_result):
-        """Classify and Regress: tf.Examples in, the signature run, its outputs written into response.result."""
+    def Classify(self, request: classification_pb2.ClassificationRequest, deadline):
         ref = model_ref(request.model_spec)
-        examples = serialized_examples(request.input)
-        servable, outputs = run(ref, examples)
+        servable, classifications = self.core.classify(ref, serialized_examples(request.input), deadline)
+        response = classification_pb2.ClassificationResponse()
         _fill_model_spec(response.model_spec, servable, ref.signature)
-        fill_result(response.result, outputs, len(examples))
+        fill_classifications(response.result, classifications)
         return response
 
     @_rpc
-    def MultiInference(self, request):
-        raise Unimplemented(f"MultiInference is not implemented by {SERVER_NAME}; "
-                            "send one Classify, Regress or Predict request per task instead")
+    def Regress(self, request: regression_pb2.RegressionRequest, deadline):
+        ref = model_ref(request.model_spec)
+        servable, values = self.core.regress(ref, serialized_examples(request.input), deadline)
+        response = regression_pb2.RegressionResponse()
+        _fill_model_spec(response.model_spec, servable, ref.signature)
+        fill_regressions(response.result, values)
+        return response
+
+    @_rpc
+    def MultiInference(self, request: inference_pb2.MultiInferenceRequest, deadline):
+        tasks = [InferenceTask(model_ref(task.model_spec), task.method_name) for task in request.tasks]
+        servable, results = self.core.multi_inference(tasks, serialized_examples(request.input), deadline)
+        response = inference_pb2.MultiInferenceResponse()
+        for result in results:
+            target = response.results.add()
+            _fill_model_spec(target.model_spec, servable, result.task.ref.signature)
+            if result.task.method_name == CLASSIFY_METHOD:
+                fill_classifications(target.classification_result, result.classifications)
+            else:
+                fill_regressions(target.regression_result, result.regressions)
+        return response
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
@@ -310,7 +259,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         self.core = core
 
     @_rpc
-    def GetModelStatus(self, request: get_model_status_pb2.GetModelStatusRequest):
+    def GetModelStatus(self, request: get_model_status_pb2.GetModelStatusRequest, deadline):
         spec = request.model_spec
         if not spec.name:
             raise InvalidArgument("Missing model name in request.")
@@ -323,7 +272,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return response
 
     @_rpc
-    def HandleReloadConfigRequest(self, request):
+    def HandleReloadConfigRequest(self, request, deadline):
         raise Unimplemented(f"HandleReloadConfigRequest is not implemented by {SERVER_NAME}; it re-reads "
                             "--model_config_file every --model_config_file_poll_wait_seconds instead")
 
@@ -411,12 +360,18 @@ class GrpcServer:
 
 
 def serve_grpc(core: DropInCore, host: str, port: int, *, socket_path: str | None = None,
-               channel_args: list[tuple[str, object]] | None = None, max_workers: int = 16) -> GrpcServer:
-    """Start PredictionService and ModelService on host:port (0 picks a free port) and optionally a unix socket."""
+               channel_args: list[tuple[str, object]] | None = None, max_workers: int = 16,
+               profiler: bool = True) -> GrpcServer:
+    """Start PredictionService and ModelService (and TensorFlow's ProfilerService, as TF Serving's
+    --enable_profiler does) on host:port (0 picks a free port) and optionally a unix socket."""
     server = grpc.server(ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
                          options=server_options(channel_args))
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(core), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)
+    if profiler:
+        from serving.tf.dropin.profiler import add_profiler_service
+
+        add_profiler_service(server)
     bound = _bind(server, f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     if socket_path:
         _remove_stale_socket(socket_path)

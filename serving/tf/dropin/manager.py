@@ -16,7 +16,7 @@ from pathlib import Path
 
 from serving.tf.dropin.config import ModelConfig
 from serving.tf.dropin.errors import NotFound
-from serving.tf.dropin.servable import Servable, load_servable
+from serving.tf.dropin.servable import DEFAULT_LOAD, LoadOptions, Servable, load_servable
 from serving.tf.dropin.source import aspired_versions
 
 log = logging.getLogger("tf-serving-dropin")
@@ -33,8 +33,8 @@ class VersionStatus:
 
 
 class ModelManager:
-    def __init__(self, models: list[ModelConfig], prefer_tflite: bool = False) -> None:
-        self.prefer_tflite = prefer_tflite
+    def __init__(self, models: list[ModelConfig], load_options: LoadOptions = DEFAULT_LOAD) -> None:
+        self.load_options = load_options
         self._lock = threading.RLock()
         self._models: dict[str, ModelConfig] = {}
         self._loaded: dict[str, dict[int, Servable]] = {}
@@ -75,7 +75,7 @@ class ModelManager:
         self._status[model.name][version] = VersionStatus(version, "LOADING")
         log.info("tf-serving-dropin: loading %s version %d from %s", model.name, version, path)
         try:
-            servable = load_servable(model.name, version, path, self.prefer_tflite)
+            servable = load_servable(model.name, version, path, self.load_options)
         except Exception as exc:  # any loader failure is reported, never fatal
             log.error("tf-serving-dropin: %s version %d failed to load: %s", model.name, version, exc)
             self._status[model.name][version] = VersionStatus(version, "END", "UNKNOWN", f"load failed: {exc}")
@@ -121,3 +121,7 @@ class ModelManager:
 
     def model_names(self) -> list[str]:
         return sorted(self._models)
+
+    def loaded_servables(self) -> set[Servable]:
+        with self._lock:
+            return {s for versions in self._loaded.values() for s in versions.values()}

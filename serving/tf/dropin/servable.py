@@ -1,19 +1,24 @@
 """Loaders: turn one version directory into a servable with typed signatures.
 
-A servable runs a SavedModel signature through TensorFlow, or, with
---prefer_tflite_model and a model.tflite in the version directory, through
-the TFLite (LiteRT) interpreter.
+A SavedModel is loaded as TF Serving loads it: its MetaGraphDef (tag "serve")
+imported into a TensorFlow session, its SignatureDefs read from the graph as
+written, and each request fed to the signature's tensors by name. So any
+SavedModel runs (TF1 graphs, tf.saved_model.save, Keras exports), and a tensor
+whose shape differs from the declared one reaches TensorFlow, which decides,
+as in TF Serving. With --prefer_tflite_model and a model.tflite in the
+version directory, the TFLite (LiteRT) interpreter runs it instead.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from serving.tf.dropin.errors import InvalidArgument
+from serving.tf.dropin.errors import DeadlineExceeded, InvalidArgument, from_tensorflow
 
 PREDICT_METHOD = "tensorflow/serving/predict"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
@@ -30,6 +35,11 @@ class TensorInfo:
     dtype: np.dtype
     shape: tuple[int, ...] | None  # None: unknown rank
 
+    def accepts(self, shape: tuple[int, ...]) -> bool:
+        """Whether a tensor of `shape` fits the declared shape."""
+        return self.shape is None or (len(shape) == len(self.shape) and all(
+            want in (-1, got) for want, got in zip(self.shape, shape, strict=True)))
+
 
 @dataclass(frozen=True)
 class Signature:
@@ -38,31 +48,46 @@ class Signature:
     method_name: str = PREDICT_METHOD
 
 
+@dataclass(frozen=True)
+class LoadOptions:
+    """How versions are loaded: TF Serving's --saved_model_tags, thread pools and --prefer_tflite_model."""
+
+    prefer_tflite: bool = False
+    tags: tuple[str, ...] = ("serve",)
+    intra_op_threads: int = 0  # 0: TensorFlow sizes its pools itself
+    inter_op_threads: int = 0
+    tflite_threads: int = 1
+
+
+DEFAULT_LOAD = LoadOptions()
+
+
 def check_inputs(signature_name: str, signature: Signature, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Cast and check request tensors against a signature; InvalidArgument says what is wrong."""
-    missing = sorted(set(signature.inputs) - set(inputs))
-    extra = sorted(set(inputs) - set(signature.inputs))
-    if missing or extra:
-        raise InvalidArgument(f"signature '{signature_name}' expects inputs {sorted(signature.inputs)}; "
-                              f"missing {missing}, unexpected {extra}")
+    """What TF Serving checks before running a signature: the input aliases. Shapes are TensorFlow's to judge.
+
+    The drop-in also refuses NaN and infinite floats (TF Serving would run them)."""
+    if set(inputs) != set(signature.inputs):
+        sent, wanted = sorted(inputs), sorted(signature.inputs)
+        raise InvalidArgument(
+            f"input size does not match signature: {len(sent)}!={len(wanted)} len({{{','.join(sent)}}}) != "
+            f"len({{{','.join(wanted)}}}). Sent extra: {{{','.join(sorted(set(sent) - set(wanted)))}}}. "
+            f"Missing but required: {{{','.join(sorted(set(wanted) - set(sent)))}}}. "
+            f"(signature '{signature_name}')")
     checked = {}
-    for key, info in signature.inputs.items():
-        array = np.asarray(inputs[key])
-        if array.dtype != info.dtype:
-            if not np.can_cast(array.dtype, info.dtype, casting="same_kind") and array.dtype.kind not in "iub":
-                raise InvalidArgument(f"input '{key}' has dtype {array.dtype}; expected {info.dtype}")
-            array = array.astype(info.dtype)
-        if info.shape is not None:
-            if array.ndim != len(info.shape) or any(d != -1 and d != a for d, a in zip(info.shape, array.shape,
-                                                                                       strict=True)):
-                raise InvalidArgument(f"input '{key}' has shape {list(array.shape)}; expected {list(info.shape)} "
-                                      "(-1 is any size)")
+    for key, value in inputs.items():
+        array = np.asarray(value)
         if array.dtype.kind == "f" and not np.isfinite(array).all():
             raise InvalidArgument(f"input '{key}' contains NaN or infinite values")
-        if array.ndim and array.shape[0] == 0:
-            raise InvalidArgument(f"input '{key}' is an empty batch")
         checked[key] = array
     return checked
+
+
+def shape_hint(signature: Signature, inputs: dict[str, np.ndarray]) -> str:
+    """Which inputs do not fit their declared shape, to put before TensorFlow's own (terser) message."""
+    misfits = [f"input '{key}' has shape {list(np.shape(value))}; expected {list(signature.inputs[key].shape)} "
+               "(-1 is any size)" for key, value in inputs.items()
+               if key in signature.inputs and not signature.inputs[key].accepts(np.shape(value))]
+    return "; ".join(misfits)
 
 
 class Servable:
@@ -79,47 +104,116 @@ class Servable:
                                   f"available: {sorted(self.signatures)}")
         return self.signatures[signature_name]
 
-    def run(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, signature_name: str, inputs: dict[str, np.ndarray], outputs: list[str] | None = None,
+            deadline: float | None = None) -> dict[str, np.ndarray]:
+        """The signature's outputs (all, or those named) for `inputs`; `deadline` is a time.monotonic() value."""
         raise NotImplementedError
 
+    def signature_defs(self) -> dict:
+        """SignatureDef protos keyed by signature name, for model metadata."""
+        return {key: build_signature_def(signature) for key, signature in self.signatures.items()}
 
-def _info_from_spec(spec) -> TensorInfo:
-    shape = None if spec.shape.rank is None else tuple(-1 if d is None else int(d) for d in spec.shape.as_list())
-    return TensorInfo(spec.name or "", np.dtype(spec.dtype.as_numpy_dtype), shape)
+
+def remaining_ms(deadline: float | None) -> int:
+    """Milliseconds left before `deadline`; DeadlineExceeded once it has passed (0: no deadline)."""
+    if deadline is None:
+        return 0
+    left = int((deadline - time.monotonic()) * 1000)
+    if left <= 0:
+        raise DeadlineExceeded("Deadline exceeded before the model ran")
+    return left
 
 
 class SavedModelServable(Servable):
     platform = "tensorflow"
 
-    def __init__(self, name: str, version: int, path: Path) -> None:
+    def __init__(self, name: str, version: int, path: Path, options: LoadOptions = DEFAULT_LOAD) -> None:
         import tensorflow as tf
+        from tensorflow.python.client import pywrap_tf_session
 
-        self._tf = tf
-        self._loaded = tf.saved_model.load(str(path))
-        self._functions = dict(self._loaded.signatures)
-        signatures = {}
-        for key, function in self._functions.items():
-            inputs = {k: _info_from_spec(s) for k, s in function.structured_input_signature[1].items()}
-            outputs = {k: _info_from_spec(s) for k, s in function.structured_outputs.items()}
-            signatures[key] = Signature(inputs, outputs, _method_name(path, key))
+        self._tf, self._tf_session = tf, pywrap_tf_session
+        config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=options.intra_op_threads,
+                                          inter_op_parallelism_threads=options.inter_op_threads)
+        graph = tf.Graph()
+        self._session = tf.compat.v1.Session(graph=graph, config=config)
+        with graph.as_default():
+            meta_graph = tf.compat.v1.saved_model.loader.load(self._session, list(options.tags), str(path))
+        self._defs = dict(meta_graph.signature_def)
+        self._port_cache: dict[tuple, tuple] = {}
+        signatures = {key: _signature_from_def(definition) for key, definition in self._defs.items()}
         super().__init__(name, version, path, signatures)
 
-    def run(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        function = self._functions[signature_name]
-        outputs = function(**{k: self._tf.constant(v) for k, v in inputs.items()})
-        return {k: v.numpy() for k, v in outputs.items()}
+    def signature_defs(self) -> dict:
+        return self._defs
+
+    def run(self, signature_name: str, inputs: dict[str, np.ndarray], outputs: list[str] | None = None,
+            deadline: float | None = None) -> dict[str, np.ndarray]:
+        definition, signature = self._defs[signature_name], self.signatures[signature_name]
+        fetches = list(outputs) if outputs else sorted(definition.outputs)
+        feed_ports, fetch_ports = self._ports(signature_name, tuple(sorted(inputs)), tuple(fetches))
+        feeds = {port: np.asarray(inputs[key], signature.inputs[key].dtype) for key, port in feed_ports.items()}
+        timeout = remaining_ms(deadline)
+        options = self._tf_session.TF_NewBufferFromString(
+            self._tf.compat.v1.RunOptions(timeout_in_ms=timeout).SerializeToString()) if timeout else None
+        try:
+            # Session.run() would refuse a feed whose shape differs from the placeholder's; TF Serving's
+            # Session::Run leaves that to the graph's ops, so the drop-in calls the runner under run() too.
+            values = self._session._call_tf_sessionrun(options, feeds, fetch_ports, [], None)
+        except self._tf.errors.OpError as exc:  # TensorFlow's verdict on the request, with its own code
+            raise from_tensorflow(exc) from None
+        finally:
+            if options is not None:
+                self._tf_session.TF_DeleteBuffer(options)
+        return dict(zip(fetches, values, strict=True))
+
+    def _ports(self, signature_name: str, feeds: tuple[str, ...], fetches: tuple[str, ...]):
+        """The graph outputs of the signature's input and output tensors, looked up once per combination."""
+        key = (signature_name, feeds, fetches)
+        found = self._port_cache.get(key)
+        if found is None:
+            definition, graph = self._defs[signature_name], self._session.graph
+            try:
+                found = ({k: graph.get_tensor_by_name(definition.inputs[k].name)._as_tf_output() for k in feeds},
+                         [graph.get_tensor_by_name(definition.outputs[k].name)._as_tf_output() for k in fetches])
+            except (KeyError, ValueError) as exc:  # e.g. an output that is an operation, not a tensor
+                raise InvalidArgument(f"signature '{signature_name}' cannot be run: {exc}") from None
+            self._port_cache[key] = found
+        return found
 
 
-def _method_name(path: Path, signature_name: str) -> str:
-    """The SignatureDef's method_name from saved_model.pb (TF's loader does not expose it)."""
-    from tensorflow.core.protobuf import saved_model_pb2
+def _signature_from_def(definition) -> Signature:
+    return Signature({key: _info_from_proto(info) for key, info in definition.inputs.items()},
+                     {key: _info_from_proto(info) for key, info in definition.outputs.items()},
+                     definition.method_name or PREDICT_METHOD)
 
-    proto = saved_model_pb2.SavedModel()
-    proto.ParseFromString((path / "saved_model.pb").read_bytes())
-    for meta_graph in proto.meta_graphs:
-        if signature_name in meta_graph.signature_def:
-            return meta_graph.signature_def[signature_name].method_name or PREDICT_METHOD
-    return PREDICT_METHOD
+
+def _info_from_proto(info) -> TensorInfo:
+    import tensorflow as tf
+
+    shape = None if info.tensor_shape.unknown_rank else tuple(int(d.size) for d in info.tensor_shape.dim)
+    try:
+        dtype = np.dtype(tf.dtypes.as_dtype(info.dtype).as_numpy_dtype)
+    except TypeError:  # DT_INVALID: an op, not a tensor (TF2's __saved_model_init_op signature)
+        dtype = np.dtype(object)
+    return TensorInfo(info.name, dtype, shape)
+
+
+def build_signature_def(signature: Signature):
+    """A SignatureDef proto for a signature the drop-in built itself (TFLite)."""
+    import tensorflow as tf
+    from tensorflow.core.protobuf import meta_graph_pb2
+
+    definition = meta_graph_pb2.SignatureDef(method_name=signature.method_name)
+    for target, infos in ((definition.inputs, signature.inputs), (definition.outputs, signature.outputs)):
+        for key, info in infos.items():
+            proto = target[key]
+            proto.name = info.name
+            proto.dtype = tf.as_dtype(info.dtype).as_datatype_enum
+            if info.shape is None:
+                proto.tensor_shape.unknown_rank = True
+            for size in info.shape or ():
+                proto.tensor_shape.dim.add(size=size)
+    return definition
 
 
 class TFLiteServable(Servable):
@@ -131,10 +225,10 @@ class TFLiteServable(Servable):
 
     platform = "tflite"
 
-    def __init__(self, name: str, version: int, path: Path, threads: int = 1) -> None:
+    def __init__(self, name: str, version: int, path: Path, options: LoadOptions = DEFAULT_LOAD) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        self._interpreter = Interpreter(model_path=str(path / TFLITE_FILE), num_threads=threads)
+        self._interpreter = Interpreter(model_path=str(path / TFLITE_FILE), num_threads=options.tflite_threads)
         self._lock = threading.Lock()
         signatures = {}
         for key in self._interpreter.get_signature_list():
@@ -149,12 +243,21 @@ class TFLiteServable(Servable):
                 {d["name"]: _info_from_details(d) for d in self._interpreter.get_output_details()})
         super().__init__(name, version, path, signatures)
 
-    def run(self, signature_name: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, signature_name: str, inputs: dict[str, np.ndarray], outputs: list[str] | None = None,
+            deadline: float | None = None) -> dict[str, np.ndarray]:
+        remaining_ms(deadline)
+        typed = {key: np.asarray(value, self.signatures[signature_name].inputs[key].dtype)
+                 for key, value in inputs.items()}
         with self._lock:
-            if self._by_tensor_name:
-                return self._run_tensors(inputs)
-            runner = self._interpreter.get_signature_runner(signature_name)
-            return {k: np.array(v) for k, v in runner(**inputs).items()}
+            try:
+                if self._by_tensor_name:
+                    result = self._run_tensors(typed)
+                else:
+                    runner = self._interpreter.get_signature_runner(signature_name)
+                    result = {k: np.array(v) for k, v in runner(**typed).items()}
+            except ValueError as exc:  # the interpreter's word on shapes it cannot take
+                raise InvalidArgument(str(exc)) from None
+        return {key: result[key] for key in outputs} if outputs else result
 
     def _run_tensors(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Resize, feed and invoke by tensor index: the interpreter's API for a model without signatures."""
@@ -174,10 +277,10 @@ def _info_from_details(details: dict) -> TensorInfo:
     return TensorInfo(details.get("name", ""), np.dtype(details["dtype"]), shape)
 
 
-def load_servable(name: str, version: int, path: Path, prefer_tflite: bool = False) -> Servable:
+def load_servable(name: str, version: int, path: Path, options: LoadOptions = DEFAULT_LOAD) -> Servable:
     """Load a version directory; raises on any failure (the manager keeps the serving version)."""
-    if prefer_tflite and (path / TFLITE_FILE).is_file():
-        return TFLiteServable(name, version, path)
+    if options.prefer_tflite and (path / TFLITE_FILE).is_file():
+        return TFLiteServable(name, version, path, options)
     if not (path / "saved_model.pb").is_file():
-        raise FileNotFoundError(f"{path} has no saved_model.pb" + (" or model.tflite" if prefer_tflite else ""))
-    return SavedModelServable(name, version, path)
+        raise FileNotFoundError(f"{path} has no saved_model.pb" + (" or model.tflite" if options.prefer_tflite else ""))
+    return SavedModelServable(name, version, path, options)

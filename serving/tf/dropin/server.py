@@ -18,6 +18,7 @@ from serving.tf.dropin.config import (
 from serving.tf.dropin.core import DropInCore
 from serving.tf.dropin.errors import StartupError
 from serving.tf.dropin.flags import ServerFlags, parse_flags
+from serving.tf.dropin.servable import LoadOptions
 
 DROPIN_VERSION = "0.1.0"
 log = logging.getLogger("tf-serving-dropin")
@@ -29,6 +30,15 @@ def _models(flags: ServerFlags) -> list[ModelConfig]:
     return [ModelConfig(flags.model_name, Path(flags.model_base_path).resolve())]
 
 
+def load_options(flags: ServerFlags) -> LoadOptions:
+    """How versions load: tags, TFLite preference and TensorFlow's thread pools, as TF Serving's flags set them."""
+    intra = flags.tensorflow_intra_op_parallelism or flags.tensorflow_session_parallelism
+    inter = flags.tensorflow_inter_op_parallelism or flags.tensorflow_session_parallelism
+    return LoadOptions(prefer_tflite=flags.prefer_tflite_model or flags.use_tflite_model,
+                       tags=tuple(tag.strip() for tag in flags.saved_model_tags.split(",") if tag.strip()),
+                       intra_op_threads=intra, inter_op_threads=inter)
+
+
 def build_core(flags: ServerFlags) -> DropInCore:
     """The protocol-free server, models loaded once before the front ends open."""
     batching = None
@@ -36,8 +46,7 @@ def build_core(flags: ServerFlags) -> DropInCore:
         batching = parse_batching_parameters(Path(flags.batching_parameters_file)
                                              if flags.batching_parameters_file else None)
         log.info("tf-serving-dropin: batching on: %s", batching)
-    timeout = flags.rest_api_timeout_in_ms / 1000 if flags.rest_api_timeout_in_ms > 0 else None
-    core = DropInCore(_models(flags), flags.prefer_tflite_model, batching, timeout)
+    core = DropInCore(_models(flags), load_options(flags), batching, flags.enable_signature_method_name_check)
     reload = (lambda: _models(flags)) if flags.model_config_file else None
     core.start_polling(flags.file_system_poll_wait_seconds, reload, flags.model_config_file_poll_wait_seconds)
     return core
@@ -76,19 +85,21 @@ def run(flags: ServerFlags) -> int:
 def _front_ends(flags: ServerFlags, core: DropInCore, channel_args, monitoring):
     """Open gRPC (TCP and/or Unix socket) and REST as the flags ask."""
     from serving.tf.dropin.grpc_api import serve_grpc
-    from serving.tf.dropin.rest_api import serve_rest
+    from serving.tf.dropin.rest_api import RestApi
+    from serving.tf.dropin.rest_server import serve_rest
 
     grpc_server = rest_server = None
     if flags.port or flags.grpc_socket_path:
-        grpc_server = serve_grpc(core, flags.bind_address, flags.port,
-                                 socket_path=flags.grpc_socket_path or None, channel_args=channel_args)
+        grpc_server = serve_grpc(core, flags.bind_address, flags.port, socket_path=flags.grpc_socket_path or None,
+                                 channel_args=channel_args, profiler=flags.enable_profiler)
         if flags.port:
             log.info("Running gRPC ModelServer at %s:%d ... (tf-serving-dropin)", flags.bind_address, grpc_server.port)
         if flags.grpc_socket_path:
             log.info("Running gRPC ModelServer at UNIX socket %s ... (tf-serving-dropin)", flags.grpc_socket_path)
     if flags.rest_api_port:
-        rest_server = serve_rest(core, flags.bind_address, flags.rest_api_port, timeout_ms=flags.rest_api_timeout_in_ms,
-                                 monitoring=monitoring, max_body_bytes=flags.max_body_bytes, version=DROPIN_VERSION)
+        api = RestApi(core, timeout_ms=flags.rest_api_timeout_in_ms, monitoring=monitoring, version=DROPIN_VERSION)
+        rest_server = serve_rest(api, flags.bind_address, flags.rest_api_port, max_body_bytes=flags.max_body_bytes,
+                                 num_threads=flags.rest_api_num_threads)
         log.info("Exporting HTTP/REST API at:%s:%d ... (tf-serving-dropin)", flags.bind_address, rest_server.port)
     return grpc_server, rest_server
 
