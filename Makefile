@@ -17,7 +17,7 @@ EXPORTED   := $(ARTIFACTS)/models/torch/$(MODEL).mar
 export PROFILE TRAINER MODEL ARTIFACTS
 
 .DEFAULT_GOAL := help
-.PHONY: help prereqs setup protos train export deploy deploy-tf deploy-torch smoke undeploy status predict edge bench-batching \
+.PHONY: help prereqs setup protos train export deploy deploy-tf deploy-torch smoke undeploy status predict edge bench-batching bench-dropin \
         loadtest sweep loadtest-distributed demo test lint clean
 
 help: ## List every target with one line each
@@ -75,6 +75,9 @@ predict: protos ## One prediction for humans: make predict TARGET=tf-grpc IMAGE=
 
 bench-batching: setup ## Benchmark: drop-in throughput with server-side batching off vs on (prints the ratio)
 	$(PY) -m serving.tf.bench_dropin
+
+bench-dropin: protos ## Benchmark: drop-in gRPC/REST vs in-process and TorchServe, 3 repeats (BENCH_ARGS="--models tiny")
+	$(PY) -m loadtests.bench_dropin $(BENCH_ARGS)
 
 loadtest: protos ## Locust against the four deployed targets, side-by-side table + summary.json (LOADTEST_ARGS=...)
 	$(PY) -m loadtests run $(LOADTEST_ARGS)

@@ -215,7 +215,7 @@ def target_result(cfg: RunConfig, target: Target, raw: dict, ceiling: dict | Non
                       "saturated": any(r.startswith("load generator saturated") for r in reasons),
                       "send_lag_ms_p99": float(np.percentile(lags, 99)) if lags else None},
         "ceiling": ({"in_process_rps": ceiling["calls_per_s"], "fraction": throughput / ceiling["calls_per_s"],
-                     "runtime": ceiling["runtime"]} if ceiling else None),
+                     "in_process_p50_ms": ceiling["p50_ms"], "runtime": ceiling["runtime"]} if ceiling else None),
         "valid": not reasons, "invalid_reasons": reasons,
         "files": {"stats_csv": f"{target.name}_stats.csv", "history_csv": f"{target.name}_stats_history.csv",
                   "failures_csv": f"{target.name}_failures.csv", "locust_log": f"{target.name}.locust.log"},
