@@ -3,8 +3,10 @@
 It mirrors TF Serving's seams in miniature: a *source* polls the file system
 for version directories (source.py), a *loader* turns a version into a
 *servable* (servable.py), a *manager* decides which versions serve
-(manager.py), batching is its own module (batching.py), and the REST and gRPC
-front ends only translate requests (rest_api.py, grpc_api.py).
+(manager.py), batching is its own module (batching.py), core.py makes TF
+Serving's request checks, and the front ends only translate requests:
+grpc_api.py, and for REST rest_api.py (router), json_tensor.py (JSON <->
+tensors) and rest_server.py (HTTP). profiler.py answers TensorFlow's profiler.
 
 It is NOT the official binary; every response, log line and status says so.
 """
