@@ -32,8 +32,8 @@ from serving.tf.dropin.servable import (
 )
 
 DEFAULT_SIGNATURE = "serving_default"
-CLASSIFY_INPUTS, CLASSES, SCORES = "inputs", "classes", "scores"
-REGRESS_INPUTS, REGRESS_OUTPUTS = "inputs", "outputs"
+EXAMPLES_INPUT = "inputs"  # the serialized tf.Examples, for classify and regress alike
+CLASSES, SCORES, REGRESS_OUTPUTS = "classes", "scores", "outputs"
 
 # One classification: (label, score) per class; TF Serving leaves an absent label "" and an absent score 0.
 Classification = list[tuple[str, float]]
@@ -187,19 +187,19 @@ class DropInCore:
             raise InvalidArgument(f"Expected one or two output Tensors, found {len(outputs)}")
         if method == REGRESS_METHOD and len(outputs) != 1:
             raise InvalidArgument("Expected one output Tensor.")
-        if CLASSIFY_INPUTS not in signature.inputs:
+        if EXAMPLES_INPUT not in signature.inputs:
             raise FailedPrecondition(f"No {kind} inputs found in SignatureDef: the input is "
-                                     f"{sorted(signature.inputs)}, not '{CLASSIFY_INPUTS}'")
+                                     f"{sorted(signature.inputs)}, not '{EXAMPLES_INPUT}'")
         if method == REGRESS_METHOD:
             if REGRESS_OUTPUTS not in signature.outputs:
                 raise FailedPrecondition(f"No regression outputs found in SignatureDef: the output is {outputs}, "
                                          f"not '{REGRESS_OUTPUTS}'")
-            return CLASSIFY_INPUTS, [REGRESS_OUTPUTS]
+            return EXAMPLES_INPUT, [REGRESS_OUTPUTS]
         wanted = [key for key in (CLASSES, SCORES) if key in signature.outputs]
         if not wanted:
             raise FailedPrecondition('Expected classification signature outputs to contain at least one of '
                                      f'"{CLASSES}" or "{SCORES}". Signature outputs: {outputs}')
-        return CLASSIFY_INPUTS, wanted
+        return EXAMPLES_INPUT, wanted
 
     # -- bookkeeping ----------------------------------------------------------------------
     def _counted(self, ref: ModelRef, api: str, call):

@@ -8,6 +8,8 @@ grpc.StatusCode by name). TensorFlow's own errors keep their code and message
 
 from __future__ import annotations
 
+import grpc
+
 
 class StartupError(Exception):
     """A flag or config file the server cannot start with: it exits 2 with this one line.
@@ -32,7 +34,7 @@ class NotFound(ServingError):
 
 
 class FailedPrecondition(ServingError):
-    """E.g. :classify on a signature whose method is predict, with --enable_signature_method_name_check."""
+    """E.g. :classify on a signature without an 'inputs' input (TF Serving's PreProcessClassification)."""
 
     code = "FAILED_PRECONDITION"
 
@@ -59,11 +61,8 @@ class CodedError(ServingError):
         self.code = code
 
 
-# tensorflow.error.Code numbers (the same numbers as grpc.StatusCode) to their names.
-CODE_NAMES = {0: "OK", 1: "CANCELLED", 2: "UNKNOWN", 3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED", 5: "NOT_FOUND",
-              6: "ALREADY_EXISTS", 7: "PERMISSION_DENIED", 8: "RESOURCE_EXHAUSTED", 9: "FAILED_PRECONDITION",
-              10: "ABORTED", 11: "OUT_OF_RANGE", 12: "UNIMPLEMENTED", 13: "INTERNAL", 14: "UNAVAILABLE",
-              15: "DATA_LOSS", 16: "UNAUTHENTICATED"}
+# TensorFlow's error codes are gRPC's status codes, number for number.
+CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 _BY_CODE = {cls.code: cls for cls in (InvalidArgument, NotFound, FailedPrecondition, Unavailable, DeadlineExceeded,
                                       Unimplemented)}
 

@@ -223,20 +223,20 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     @_rpc
     def Classify(self, request: classification_pb2.ClassificationRequest, deadline):
-        ref = model_ref(request.model_spec)
-        servable, classifications = self.core.classify(ref, serialized_examples(request.input), deadline)
-        response = classification_pb2.ClassificationResponse()
-        _fill_model_spec(response.model_spec, servable, ref.signature)
-        fill_classifications(response.result, classifications)
-        return response
+        return self._on_examples(request, deadline, self.core.classify, classification_pb2.ClassificationResponse(),
+                                 fill_classifications)
 
     @_rpc
     def Regress(self, request: regression_pb2.RegressionRequest, deadline):
+        return self._on_examples(request, deadline, self.core.regress, regression_pb2.RegressionResponse(),
+                                 fill_regressions)
+
+    def _on_examples(self, request, deadline, run, response, fill_result):
+        """Classify and Regress: tf.Examples in, the core's results written into response.result."""
         ref = model_ref(request.model_spec)
-        servable, values = self.core.regress(ref, serialized_examples(request.input), deadline)
-        response = regression_pb2.RegressionResponse()
+        servable, results = run(ref, serialized_examples(request.input), deadline)
         _fill_model_spec(response.model_spec, servable, ref.signature)
-        fill_regressions(response.result, values)
+        fill_result(response.result, results)
         return response
 
     @_rpc
