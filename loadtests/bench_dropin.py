@@ -28,11 +28,10 @@ from common.errors import OneLineArgumentParser, UsageError, run_cli
 from common.fsutil import write_results_file
 from common.paths import REPO_ROOT, ArtifactPaths, default_artifacts_root
 from common.procs import free_port
+from common.targets import NAMES
+from serving.config import PORT_VARIABLES
 from serving.record import read_record
 
-PORT_VARIABLES = ("TF_GRPC_PORT", "TF_REST_PORT", "TS_INFERENCE_PORT", "TS_MANAGEMENT_PORT", "TS_METRICS_PORT",
-                  "TS_GRPC_PORT", "TS_GRPC_MANAGEMENT_PORT")
-TARGETS = ("tf-grpc", "tf-rest", "torch-grpc", "torch-rest")
 # The issue's goals for the drop-in on `tiny`: its throughput as a fraction of TensorFlow in-process.
 GOALS = {"tf-grpc": 0.8, "tf-rest": 0.6}
 
@@ -59,7 +58,6 @@ def _check_ready(paths: ArtifactPaths, model: str) -> None:
 
 def measure_model(paths: ArtifactPaths, model: str, args) -> list[dict]:
     """Deploy, run the load test `args.repeats` times, undeploy; the summaries of the runs."""
-    _check_ready(paths, model)
     env = _environment(paths, model)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     summaries = []
@@ -69,8 +67,7 @@ def measure_model(paths: ArtifactPaths, model: str, args) -> list[dict]:
             print(f"bench-dropin: {model}: repeat {repeat} of {args.repeats}", flush=True)
             run_id = f"bench-dropin-{model}-{stamp}-r{repeat}"
             _stage(env, "loadtests", "run", "--users", str(args.users), "--duration", f"{args.duration:g}",
-                   "--warmup", f"{args.warmup:g}", "--model", model, "--run-id", run_id,
-                   *[option for target in TARGETS for option in ("--target", target)])
+                   "--warmup", f"{args.warmup:g}", "--model", model, "--run-id", run_id)  # all four targets
             summaries.append(json.loads((paths.results_dir / run_id / "summary.json").read_text()))
     finally:
         _stage(env, "serving", "undeploy")
@@ -85,7 +82,7 @@ def _spread(values: list[float]) -> dict | None:
 def aggregate(summaries: list[dict]) -> dict:
     """Per target, over the valid repeats: req/s, fraction of the ceiling, p50 and p50 added over in-process."""
     table = {}
-    for name in TARGETS:
+    for name in NAMES:
         runs = [s["targets"][name] for s in summaries if name in s["targets"]]
         valid = [r for r in runs if r["valid"] and r["ceiling"]]
         table[name] = {

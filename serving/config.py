@@ -30,6 +30,11 @@ def _env_bool(name: str, default: bool) -> bool:
     return value in ("true", "1", "yes")
 
 
+# The environment variables that choose every port deploy opens (DeployConfig's *_port fields).
+PORT_VARIABLES = ("TF_GRPC_PORT", "TF_REST_PORT", "TS_INFERENCE_PORT", "TS_MANAGEMENT_PORT", "TS_METRICS_PORT",
+                  "TS_GRPC_PORT", "TS_GRPC_MANAGEMENT_PORT")
+
+
 @dataclass
 class DeployConfig:
     """Ports are TF Serving's and TorchServe's usual ones; every knob has an environment variable."""

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from common.paths import REPO_ROOT, ArtifactPaths
+from serving.config import PORT_VARIABLES
 
 
 @pytest.fixture(scope="session")
@@ -65,10 +66,6 @@ def run_module(*args: str, cwd: Path = REPO_ROOT, env: dict | None = None) -> su
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=600)
-
-
-PORT_VARIABLES = ("TF_GRPC_PORT", "TF_REST_PORT", "TS_INFERENCE_PORT", "TS_MANAGEMENT_PORT", "TS_METRICS_PORT",
-                  "TS_GRPC_PORT", "TS_GRPC_MANAGEMENT_PORT")
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,9 @@ from common.targets import NAMES
 from model.checkpoint import load_checkpoint
 from model.reference import build_both
 from serving.clients import make_client
+from serving.config import PORT_VARIABLES
 from serving.torch.server import read_keys
-from tests.conftest import PORT_VARIABLES, run_module
+from tests.conftest import run_module
 
 
 def test_deploy_names_the_servers_and_smokes_all_four_transports(deployed):
