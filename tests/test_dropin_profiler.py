@@ -118,14 +118,13 @@ def test_one_profile_at_a_time_and_the_server_answers_after(port, channel, tf_wo
 
 
 def test_terminate_ends_a_profile_early_and_keeps_its_trace(port, channel, tf_work, tmp_path):
-    started = time.monotonic()
-    running = ThreadPoolExecutor(1).submit(_profile(channel), _request(tmp_path, 30_000, session_id="long"),
+    # a 60 s profile asked for; the call's own deadline (TIMEOUT) is shorter, so only Terminate lets it answer
+    running = ThreadPoolExecutor(1).submit(_profile(channel), _request(tmp_path, 60_000, session_id="long"),
                                            timeout=TIMEOUT)
     _wait_until_profiling()
     terminate = _method(channel, "Terminate", profiler.TerminateRequest, profiler.TerminateResponse)
     terminate(profiler.TerminateRequest(session_id="long"), timeout=TIMEOUT)
     response = running.result(timeout=TIMEOUT)
-    assert time.monotonic() - started < 15
     assert not response.empty_trace
     (xplane,) = _xplanes(tmp_path)
     assert xplane.parent.name == "long"
@@ -134,9 +133,8 @@ def test_terminate_ends_a_profile_early_and_keeps_its_trace(port, channel, tf_wo
 
 def test_duration_is_capped(port, channel, monkeypatch, tmp_path):
     monkeypatch.setattr(profiler, "MAX_DURATION_MS", 200)
-    started = time.monotonic()
+    # 600 s asked for; answering within the call's deadline (TIMEOUT) shows the cap applied
     _profile(channel)(_request(tmp_path, 600_000), timeout=TIMEOUT)
-    assert time.monotonic() - started < 10
     assert len(_xplanes(tmp_path)) == 1
 
 

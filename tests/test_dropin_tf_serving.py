@@ -126,9 +126,13 @@ def _predict(address: str, model: str = "default", signature: str = "serving_def
     result = _stub(address).Predict(request, RPC_TIMEOUT)
     assert output_key in result.outputs and result.outputs[output_key].dtype == types_pb2.DT_FLOAT
     assert len(result.outputs[output_key].float_val) == 1
-    assert (result.model_spec.name, result.model_spec.signature_name, result.model_spec.version.value) == \
-        (model, signature, VERSION)
+    assert _spec(result.model_spec) == (model, signature, VERSION)
     return result.outputs[output_key].float_val[0]
+
+
+def _spec(model_spec) -> tuple[str, str, int]:
+    """The suite's _VerifyModelSpec: name, signature and version of the servable that answered."""
+    return model_spec.name, model_spec.signature_name, model_spec.version.value
 
 
 def _rest(address: str, path: str, body: dict | None = None):
@@ -162,26 +166,19 @@ def test_get_model_metadata(saved_models):
     assert list(result.metadata) == ["signature_def"]
 
 
-@pytest.mark.parametrize("model", ["default", "tf2"])  # testClassify, testClassifyTf2
-def test_classify(saved_models, model):
-    request = classification_pb2.ClassificationRequest()
-    request.model_spec.name, request.model_spec.signature_name = model, "classify_x_to_y"
+@pytest.mark.parametrize("model", ["default", "tf2"])
+@pytest.mark.parametrize("call", ["Classify", "Regress"])  # testClassify, testClassifyTf2, testRegress, testRegressTf2
+def test_classify_and_regress(saved_models, model, call):
+    kind = classification_pb2.ClassificationRequest if call == "Classify" else regression_pb2.RegressionRequest
+    request = kind()
+    request.model_spec.name, request.model_spec.signature_name = model, f"{call.lower()}_x_to_y"
     _example_input(request.input)
-    result = _stub(saved_models.grpc).Classify(request, RPC_TIMEOUT)
-    assert [[c.score for c in row.classes] for row in result.result.classifications] == [[3.0]]
-    assert (result.model_spec.name, result.model_spec.signature_name, result.model_spec.version.value) == \
-        (model, "classify_x_to_y", VERSION)
-
-
-@pytest.mark.parametrize("model", ["default", "tf2"])  # testRegress, testRegressTf2
-def test_regress(saved_models, model):
-    request = regression_pb2.RegressionRequest()
-    request.model_spec.name, request.model_spec.signature_name = model, "regress_x_to_y"
-    _example_input(request.input)
-    result = _stub(saved_models.grpc).Regress(request, RPC_TIMEOUT)
-    assert [r.value for r in result.result.regressions] == [3.0]
-    assert (result.model_spec.name, result.model_spec.signature_name, result.model_spec.version.value) == \
-        (model, "regress_x_to_y", VERSION)
+    response = getattr(_stub(saved_models.grpc), call)(request, RPC_TIMEOUT)
+    if call == "Classify":
+        assert [[c.score for c in row.classes] for row in response.result.classifications] == [[3.0]]
+    else:
+        assert [r.value for r in response.result.regressions] == [3.0]
+    assert _spec(response.model_spec) == (model, f"{call.lower()}_x_to_y", VERSION)
 
 
 @pytest.mark.parametrize("model", ["default", "tf2"])  # testMultiInference, testMultiInferenceTf2
@@ -196,8 +193,7 @@ def test_multi_inference(saved_models, model):
     assert result.results[0].regression_result.regressions[0].value == 3.0
     assert result.results[1].classification_result.classifications[0].classes[0].score == 3.0
     for answer, task in zip(result.results, request.tasks, strict=True):
-        assert (answer.model_spec.name, answer.model_spec.signature_name, answer.model_spec.version.value) == \
-            (model, task.model_spec.signature_name, VERSION)
+        assert _spec(answer.model_spec) == (model, task.model_spec.signature_name, VERSION)
 
 
 @pytest.mark.parametrize("specify_output", [True, False])
