@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.cpus import parse_server_cpus
+from common.cpus import available_cpus, parse_server_cpus
 from common.errors import UsageError
 from common.paths import REPO_ROOT, ArtifactPaths, default_artifacts_root, default_model
 from common.targets import target_named
@@ -73,6 +73,17 @@ class DeployConfig:
             raise UsageError(f"TS_SERVER must be auto, compose or native, got {self.ts_server!r}")
         if min(self.ts_workers, self.ts_batch_size) < 1 or self.ts_max_batch_delay_ms < 0:
             raise UsageError("TS_WORKERS and TS_BATCH_SIZE must be at least 1, TS_MAX_BATCH_DELAY_MS at least 0")
+
+    @property
+    def server_thread_count(self) -> int:
+        """The CPUs each server may use: every thread pool deploy sizes is sized from this.
+
+        The servers' CPU set when pinned; unpinned, the CPUs deploy itself may run on (the host's, unless deploy
+        was started inside a narrower set). Deploy passes it explicitly rather than trusting each runtime to read
+        its affinity mask: most do (TensorFlow, OpenMP, the JVM), some size to the host or to a multiple
+        (torch's inter-op pool, netty's two event loops per CPU), and a result must name what ran.
+        """
+        return len(self.server_cpus) if self.server_cpus else len(available_cpus())
 
     @property
     def paths(self) -> ArtifactPaths:

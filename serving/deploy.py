@@ -20,9 +20,12 @@ docker-compose.yml, or the `gpu` one with COMPOSE_PROFILE=gpu (make compose-gpu)
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import NoReturn
 
@@ -31,6 +34,7 @@ import yaml
 from common.errors import UsageError
 from common.paths import REPO_ROOT
 from common.procs import group_alive, log_tail, port_open, start_group, stop_group, wait_http_ok
+from common.reference import Reference, load_reference
 from serving.config import DEFAULT_TF_BATCHING_FILE, DeployConfig
 from serving.record import (
     DeployRecord,
@@ -42,7 +46,7 @@ from serving.record import (
     write_record,
 )
 from serving.tf.dropin import SERVER_IDENTITY as DROPIN_IDENTITY
-from serving.torch.server import ServerError, TorchServe, TorchServeConfig
+from serving.torch.server import ServerError, TorchServe, TorchServeConfig, read_keys
 
 
 def _check_ports_free(ports: dict[str, int]) -> None:
@@ -169,13 +173,50 @@ def choose_tf_server(cfg: DeployConfig) -> str:
     return _choose(cfg.tf_server, _tf_compose_refusal(cfg), fallback)
 
 
-def _tf_flags(cfg: DeployConfig) -> list[str]:
+# TF Serving's own default for --rest_api_num_threads: REST threads mostly wait (on the batching queue), so
+# there are more of them than CPUs; one per CPU would let only that many requests into a batch at once.
+REST_THREADS_PER_CPU = 4
+NUM_BATCH_THREADS = re.compile(r"^\s*num_batch_threads\s*\{[^}]*\}[ \t]*\n?", re.MULTILINE)
+SIZED_NOTE = "# set by make deploy: one batch thread per server CPU"
+
+
+def tf_threads(cfg: DeployConfig) -> dict[str, int]:
+    """Every thread pool of the TF server, by its flag or batching field, sized to the servers' CPUs.
+
+    TensorFlow and the REST pool would size themselves from the affinity mask too; passing the counts makes
+    them explicit and recorded. num_batch_threads comes from a file that does not know the CPU set.
+    """
+    cpus = cfg.server_thread_count
+    threads = {"tensorflow_intra_op_parallelism": cpus, "tensorflow_inter_op_parallelism": cpus,
+               "rest_api_num_threads": REST_THREADS_PER_CPU * cpus}
+    if cfg.tf_enable_batching:
+        threads["num_batch_threads"] = cpus
+    return threads
+
+
+def sized_batching_file(cfg: DeployConfig) -> Path:
+    """The batching file the TF server reads: TF_BATCHING_FILE with num_batch_threads set to the CPU count.
+
+    Written to the run directory; a file that already is that one (the sweep restoring a deployment) is
+    rewritten from its own text.
+    """
+    text = NUM_BATCH_THREADS.sub("", cfg.tf_batching_file.read_text(encoding="utf-8")).replace(f"{SIZED_NOTE}\n", "")
+    sized = cfg.run_dir / "tf-batching.config"
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    threads = tf_threads(cfg)["num_batch_threads"]
+    sized.write_text(f"{text.rstrip()}\n{SIZED_NOTE}\nnum_batch_threads {{ value: {threads} }}\n", encoding="utf-8")
+    return sized
+
+
+def _tf_flags(cfg: DeployConfig, batching_file: Path | None) -> list[str]:
+    """tensorflow_model_server's flags (the drop-in takes the same), thread pools sized to the server CPUs."""
     base = cfg.paths.tf_model_base(cfg.model)
     flags = [f"--port={cfg.tf_grpc_port}", f"--rest_api_port={cfg.tf_rest_port}", f"--model_name={cfg.model}",
              f"--model_base_path={base}", "--file_system_poll_wait_seconds=1",
              f"--monitoring_config_file={REPO_ROOT / 'serving/tf/monitoring.config'}"]
+    flags += [f"--{name}={value}" for name, value in tf_threads(cfg).items() if name != "num_batch_threads"]
     if cfg.tf_enable_batching:
-        flags += ["--enable_batching=true", f"--batching_parameters_file={cfg.tf_batching_file}"]
+        flags += ["--enable_batching=true", f"--batching_parameters_file={batching_file}"]
     return flags
 
 
@@ -184,13 +225,14 @@ def _binary_identity() -> str:
     return f"official tensorflow_model_server ({(done.stdout or done.stderr).strip().splitlines()[0]})"
 
 
-def _start_tf_process(cfg: DeployConfig, mode: str) -> tuple[str, dict]:
+def _start_tf_process(cfg: DeployConfig, mode: str, batching_file: Path | None) -> tuple[str, dict]:
     """Start the official binary or the drop-in in its own process group: its identity and record fields."""
+    flags = _tf_flags(cfg, batching_file)
     if mode == "binary":
-        identity, command = _binary_identity(), ["tensorflow_model_server", *_tf_flags(cfg)]
+        identity, command = _binary_identity(), ["tensorflow_model_server", *flags]
     else:
         identity = DROPIN_IDENTITY
-        command = [sys.executable, "-m", "serving.tf.dropin", *_tf_flags(cfg), f"--bind_address={cfg.host}"]
+        command = [sys.executable, "-m", "serving.tf.dropin", *flags, f"--bind_address={cfg.host}"]
     print(f"deploy-tf: using {identity}", flush=True)
     log_file = cfg.run_dir / "tf.log"
     process = start_group(command, log_file, cwd=REPO_ROOT, env=_environ(), cpus=cfg.server_cpus)
@@ -217,20 +259,67 @@ def deploy_tf(cfg: DeployConfig) -> DeployRecord:
         raise ServerError(f"no SavedModel at {base}; run 'make export' first")
     ports = cfg.ports("tf")
     _check_ports_free(ports)
-    if mode == "compose":
+    reference = load_reference(cfg.paths, cfg.model)  # the first answer must be a correct one
+    if mode == "compose":  # the service mounts its batching file and sizes its own pools to the container
         service = compose_service(cfg, "tf-serving")
         identity = compose_identity(service)
         print(f"deploy-tf: using {identity}", flush=True)
+        knobs = tf_knobs_in_effect(cfg.tf_enable_batching, cfg.tf_batching_file, mode)
+        begun = time.monotonic()
         started = _start_compose(cfg, service)  # healthy: the model is AVAILABLE
     else:
-        identity, started = _start_tf_process(cfg, mode)
-    knobs = tf_knobs_in_effect(cfg.tf_enable_batching, cfg.tf_batching_file, mode)
+        batching_file = sized_batching_file(cfg) if cfg.tf_enable_batching else None
+        knobs = replace(tf_knobs_in_effect(cfg.tf_enable_batching, batching_file, mode), threads=tf_threads(cfg))
+        print(f"deploy-tf: threads {_listed(knobs.threads)} (for {cfg.server_thread_count} CPU(s))", flush=True)
+        begun = time.monotonic()
+        identity, started = _start_tf_process(cfg, mode, batching_file)
     record = write_record(cfg.run_dir, DeployRecord(
         "tf", mode, identity, cfg.model, ports, knobs, cpus=cfg.server_cpus if mode != "compose" else None, **started))
     if mode != "compose":
         _wait_tf_process_ready(cfg, record)
-    print(f"deploy-tf: ready: REST 127.0.0.1:{cfg.tf_rest_port}, gRPC 127.0.0.1:{cfg.tf_grpc_port}", flush=True)
+    record = _record_cold_start(cfg, record, reference, "tf-rest", begun)
+    print(f"deploy-tf: ready in {record.cold_start_s:.1f} s (start to first correct REST answer): "
+          f"REST 127.0.0.1:{cfg.tf_rest_port}, gRPC 127.0.0.1:{cfg.tf_grpc_port}", flush=True)
     return record
+
+
+def _listed(threads: dict[str, int]) -> str:
+    return ", ".join(f"{name}={value}" for name, value in threads.items())
+
+
+def first_correct_answer(cfg: DeployConfig, reference: Reference, target: str, begun: float,
+                         token: str | None = None) -> float:
+    """Seconds from `begun` (monotonic) until `target` answers one test image with the reference's class.
+
+    A server that answers, but wrongly, is a ServerError at once; one that does not answer yet is asked again
+    until READY_TIMEOUT_S has passed since `begun`.
+    """
+    from serving.clients import NotFound, Unavailable, make_client
+
+    images, expected = reference.images[:1], int(reference.expected_classes[0])
+    while True:
+        try:
+            with make_client(target, port=cfg.port_of(target), model=cfg.model, token=token, timeout=10) as client:
+                predicted = int(client.predict(images).argmax(1)[0])
+        except (Unavailable, NotFound) as exc:
+            if time.monotonic() - begun > cfg.ready_timeout_s:
+                raise ServerError(f"{target} gave no answer within {cfg.ready_timeout_s:g} s: {exc}") from None
+            time.sleep(0.05)
+            continue
+        if predicted != expected:
+            raise ServerError(f"{target}: the first answer is class {predicted}, the reference's is {expected}")
+        return time.monotonic() - begun
+
+
+def _record_cold_start(cfg: DeployConfig, record: DeployRecord, reference: Reference, target: str, begun: float,
+                       token: str | None = None) -> DeployRecord:
+    """The record with cold_start_s, written; on no or a wrong answer the server is stopped and the error raised."""
+    try:
+        seconds = first_correct_answer(cfg, reference, target, begun, token)
+    except Exception:
+        undeploy_one(cfg, record.server)
+        raise
+    return write_record(cfg.run_dir, replace(record, cold_start_s=round(seconds, 3)))
 
 
 def _environ() -> dict[str, str]:
@@ -244,7 +333,8 @@ def torchserve_config(cfg: DeployConfig) -> TorchServeConfig:
         host=cfg.host, inference_port=cfg.ts_inference_port, management_port=cfg.ts_management_port,
         metrics_port=cfg.ts_metrics_port, grpc_inference_port=cfg.ts_grpc_port,
         grpc_management_port=cfg.ts_grpc_management_port, workers=cfg.ts_workers, batch_size=cfg.ts_batch_size,
-        max_batch_delay_ms=cfg.ts_max_batch_delay_ms, token_auth=cfg.ts_token_auth, cpus=cfg.server_cpus)
+        max_batch_delay_ms=cfg.ts_max_batch_delay_ms, token_auth=cfg.ts_token_auth, cpus=cfg.server_cpus,
+        threads=cfg.server_thread_count)
 
 
 def choose_torch_server(cfg: DeployConfig) -> str:
@@ -288,18 +378,25 @@ def deploy_torch(cfg: DeployConfig) -> DeployRecord:
     else:
         identity = f"TorchServe {metadata.version('torchserve')} (pip package, Java frontend)"
     print(f"deploy-torch: using {identity}; token authorization {'on' if cfg.ts_token_auth else 'OFF'}", flush=True)
+    reference = load_reference(cfg.paths, cfg.model)  # the first answer must be a correct one
+    threads = ts_cfg.thread_settings() if mode != "compose" else None  # the image sizes its own to the container
+    if threads:
+        print(f"deploy-torch: threads {_listed(threads)} (for {cfg.server_thread_count} CPU(s))", flush=True)
+    begun = time.monotonic()
     if mode == "compose":
         started = _start_compose(cfg, service)  # healthy: /ping answers with the token
         _copy_compose_key_file(cfg, service, ts_cfg)
     else:
         server = TorchServe(ts_cfg).start(timeout=cfg.ready_timeout_s)
         started = {"pgid": server.process.pid, "log": str(ts_cfg.log_file)}
-    knobs = TorchKnobs(cfg.ts_workers, cfg.ts_batch_size, cfg.ts_max_batch_delay_ms, cfg.ts_token_auth)
+    knobs = TorchKnobs(cfg.ts_workers, cfg.ts_batch_size, cfg.ts_max_batch_delay_ms, cfg.ts_token_auth, threads)
     record = write_record(cfg.run_dir, DeployRecord(
         "torch", mode, identity, cfg.model, ports, knobs, cpus=cfg.server_cpus if mode != "compose" else None,
         key_file=str(ts_cfg.key_file) if cfg.ts_token_auth else None, **started))
-    print(f"deploy-torch: ready: REST 127.0.0.1:{ts_cfg.inference_port}, gRPC 127.0.0.1:{ts_cfg.grpc_inference_port}",
-          flush=True)
+    token = read_keys(ts_cfg.key_file)["inference"] if cfg.ts_token_auth else None
+    record = _record_cold_start(cfg, record, reference, "torch-rest", begun, token)
+    print(f"deploy-torch: ready in {record.cold_start_s:.1f} s (start to first correct REST answer): "
+          f"REST 127.0.0.1:{ts_cfg.inference_port}, gRPC 127.0.0.1:{ts_cfg.grpc_inference_port}", flush=True)
     return record
 
 

@@ -30,6 +30,9 @@ class TfKnobs:
     batch_timeout_micros: int | None = None
     max_enqueued_batches: int | None = None
     num_batch_threads: int | None = None
+    # The thread settings deploy gave the server, by the name the server knows them (flag or variable); None:
+    # deploy set none (a compose service, or a record from before deploy sized them).
+    threads: dict[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class TorchKnobs:
     batch_size: int
     max_batch_delay_ms: int
     token_auth: bool
+    threads: dict[str, int] | None = None  # as TfKnobs.threads: config.properties keys, JVM flag, environment
 
 
 Knobs = TfKnobs | TorchKnobs
@@ -82,6 +86,8 @@ class DeployRecord:
     profile: str | None = None  # compose only: cpu or gpu
     key_file: str | None = None  # torch with token authorization
     started: str = ""
+    # Seconds from just before the server was started to its first correct answer on REST predict.
+    cold_start_s: float | None = None
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,8 +125,12 @@ def read_record(run_dir: Path, server: str) -> DeployRecord | None:
 
 
 def write_record(run_dir: Path, record: DeployRecord) -> DeployRecord:
-    """Write the record (dated now) and a PID file beside it; the record as written."""
-    record = replace(record, started=datetime.now(UTC).isoformat(timespec="seconds"))
+    """Write the record and a PID file beside it; the record as written.
+
+    A record is dated when first written; writing it again (deploy adds cold_start_s once the server answers)
+    keeps that date.
+    """
+    record = replace(record, started=record.started or datetime.now(UTC).isoformat(timespec="seconds"))
     run_dir.mkdir(parents=True, exist_ok=True)
     record_file(run_dir, record.server).write_text(json.dumps(record.as_json(), indent=2) + "\n", encoding="utf-8")
     (run_dir / f"{record.server}.pid").write_text(f"{record.pgid or ''}\n", encoding="utf-8")

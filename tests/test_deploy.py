@@ -1,17 +1,24 @@
 """The deploy lifecycle as users run it: deploy both servers, smoke, predict, deploy again, undeploy."""
 
+import dataclasses
 import json
 import shutil
 
+import jsonschema
 import numpy as np
 from PIL import Image
 
+from common.cpus import available_cpus
+from common.paths import REPO_ROOT
 from common.procs import free_port, port_open
 from common.targets import NAMES
 from model.checkpoint import load_checkpoint
 from model.reference import build_both
+from serving import deploy
 from serving.clients import make_client
-from serving.config import PORT_VARIABLES
+from serving.config import PORT_VARIABLES, DeployConfig
+from serving.record import DeployRecord, TorchKnobs
+from serving.tf.dropin.config import parse_batching_parameters
 from serving.torch.server import read_keys
 from tests.conftest import run_module
 
@@ -44,8 +51,89 @@ def test_status_records_identity_ports_and_knobs(deployed):
     assert records["tf"]["mode"] == "dropin" and "not the official binary" in records["tf"]["identity"]
     assert records["tf"]["knobs"]["enable_batching"] is True
     assert records["tf"]["knobs"]["max_batch_size"] == 32  # in effect: read from serving/tf/batching.config
-    assert records["torch"]["knobs"] == {"workers": 1, "batch_size": 8, "max_batch_delay_ms": 5, "token_auth": True}
+    torch_knobs = {key: value for key, value in records["torch"]["knobs"].items() if key != "threads"}
+    assert torch_knobs == {"workers": 1, "batch_size": 8, "max_batch_delay_ms": 5, "token_auth": True}
     assert records["tf"]["ports"]["rest"] == int(env["TF_REST_PORT"])
+
+
+def test_the_record_names_every_thread_pool_sized_to_the_servers_cpus(deployed):
+    env, _ = deployed
+    records = json.loads(run_module("serving", "status", env=env).stdout)
+    cpus = len(records["tf"]["cpus"] or available_cpus())
+    tf, torch = records["tf"]["knobs"], records["torch"]["knobs"]
+    assert tf["threads"] == {"tensorflow_intra_op_parallelism": cpus, "tensorflow_inter_op_parallelism": cpus,
+                             "rest_api_num_threads": 4 * cpus, "num_batch_threads": cpus}
+    assert tf["num_batch_threads"] == cpus  # read back from the batching file the server was given
+    assert torch["threads"] == {"number_of_netty_threads": cpus, "netty_client_threads": cpus,
+                                "ActiveProcessorCount": cpus, "OMP_NUM_THREADS": cpus, "MKL_NUM_THREADS": cpus,
+                                "TS_TORCH_THREADS": cpus}
+
+
+def test_deploy_records_and_prints_each_servers_cold_start(deployed):
+    env, stdout = deployed
+    records = json.loads(run_module("serving", "status", env=env).stdout)
+    for side in ("tf", "torch"):
+        assert records[side]["cold_start_s"] > 0
+        assert f"deploy-{side}: ready in {records[side]['cold_start_s']:.1f} s" in stdout
+
+
+def _cfg(tmp_path, cpus: list[int] | None) -> DeployConfig:
+    return DeployConfig(model="tiny", artifacts=tmp_path, server_cpus=cpus, tf_grpc_port=8500, tf_rest_port=8501)
+
+
+def test_the_tf_command_line_carries_thread_counts_for_the_cpu_set(tmp_path):
+    cfg = _cfg(tmp_path, [1, 2, 3])
+    flags = deploy._tf_flags(cfg, deploy.sized_batching_file(cfg))
+    for flag in ("--tensorflow_intra_op_parallelism=3", "--tensorflow_inter_op_parallelism=3",
+                 "--rest_api_num_threads=12", f"--batching_parameters_file={tmp_path / 'run' / 'tf-batching.config'}"):
+        assert flag in flags
+    unbatched = deploy._tf_flags(dataclasses.replace(cfg, tf_enable_batching=False), None)
+    assert "--tensorflow_intra_op_parallelism=3" in unbatched and not any("batching" in f for f in unbatched)
+
+
+def test_unpinned_servers_are_sized_to_the_cpus_deploy_may_use(tmp_path):
+    assert _cfg(tmp_path, None).server_thread_count == len(available_cpus())
+    assert deploy.tf_threads(_cfg(tmp_path, [0, 1]))["tensorflow_intra_op_parallelism"] == 2
+
+
+def test_the_batching_file_gets_one_batch_thread_per_cpu_and_keeps_its_sizes(tmp_path):
+    source = tmp_path / "mine.config"
+    source.write_text("max_batch_size { value: 8 }\n"
+                      "num_batch_threads {\n  value: 6\n}\n"  # the multi-line form of the text format
+                      "batch_timeout_micros { value: 500 }\n")
+    cfg = dataclasses.replace(_cfg(tmp_path, [4, 5]), tf_batching_file=source)
+    sized = deploy.sized_batching_file(cfg)
+    params = parse_batching_parameters(sized)
+    assert (params.max_batch_size, params.batch_timeout_micros, params.num_batch_threads) == (8, 500, 2)
+    text = sized.read_text()
+    deploy.sized_batching_file(dataclasses.replace(cfg, tf_batching_file=sized))  # the sweep restoring it
+    assert sized.read_text() == text and text.count("num_batch_threads {") == 1
+
+
+def test_torchserve_config_carries_thread_counts_for_the_cpu_set(tmp_path):
+    ts_cfg = deploy.torchserve_config(_cfg(tmp_path, [2, 3, 4, 5]))
+    (tmp_path / "models" / "torch").mkdir(parents=True)
+    lines = ts_cfg.properties().splitlines()
+    for line in ("number_of_netty_threads=4", "netty_client_threads=4", "vmargs=-XX:ActiveProcessorCount=4"):
+        assert line in lines
+    assert ts_cfg.thread_environment() == {"OMP_NUM_THREADS": "4", "MKL_NUM_THREADS": "4", "TS_TORCH_THREADS": "4"}
+    assert not any(line.startswith(("number_of_netty_threads", "vmargs")) for line in
+                   dataclasses.replace(ts_cfg, threads=None).properties().splitlines())
+
+
+def test_the_results_server_object_carries_cold_start_and_threads_and_fits_the_schema():
+    from loadtests.targets import server_record
+
+    knobs = TorchKnobs(1, 8, 5, True, {"number_of_netty_threads": 1, "OMP_NUM_THREADS": 1})
+    record = DeployRecord("torch", "native", "TorchServe", "tiny", {"inference": 8080}, knobs, cpus=[1],
+                          cold_start_s=7.25)
+    server = server_record(record)
+    assert server["cold_start_s"] == 7.25 and server["knobs"]["threads"]["OMP_NUM_THREADS"] == 1
+    schema = json.loads((REPO_ROOT / "common/schemas/summary.schema.json").read_text())
+    jsonschema.validate(server, {"$defs": schema["$defs"], "$ref": "#/$defs/server"})
+    with_bad_threads = {**server, "knobs": {**server["knobs"], "threads": {"OMP_NUM_THREADS": 0}}}
+    assert not jsonschema.Draft202012Validator({"$defs": schema["$defs"], "$ref": "#/$defs/server"}).is_valid(
+        with_bad_threads)
 
 
 def test_deploying_twice_does_not_start_a_second_server(deployed):

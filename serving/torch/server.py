@@ -44,6 +44,7 @@ class TorchServeConfig:
     response_timeout_s: int = 120
     token_auth: bool = True
     cpus: list[int] | None = None  # pinned at start, so the worker's thread pools are sized for these CPUs
+    threads: int | None = None  # every thread pool's size (the CPUs it runs on); None: TorchServe's own defaults
     max_request_bytes: int = 64 * 1024 * 1024
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -82,9 +83,40 @@ class TorchServeConfig:
             "install_py_dep_per_model": "false",
             "enable_envvars_config": "false",
             "metrics_mode": "prometheus",
+            **self._thread_properties(),
+            # TorchServe's default metrics plus the handler's ProcessedBatches (batch sizes; TorchServe has none)
+            "metrics_config": str(Path(__file__).resolve().with_name("metrics.yaml")),
             **self.extra,
         }
         return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+    def _thread_properties(self) -> dict[str, str]:
+        """config.properties keys that size the frontend's pools: netty's default is two event loops per CPU.
+
+        vmargs holds ActiveProcessorCount alone (TorchServe 0.12 passes no JVM options of its own, so its default
+        heap stays): the JVM sizes its GC and compiler threads, and picks its collector, from that count.
+        """
+        if not self.threads:
+            return {}
+        return {"number_of_netty_threads": str(self.threads), "netty_client_threads": str(self.threads),
+                "vmargs": f"-XX:ActiveProcessorCount={self.threads}"}
+
+    def thread_environment(self) -> dict[str, str]:
+        """The backend worker's thread counts; the worker inherits the frontend's environment.
+
+        OpenMP and MKL size torch's intra-op pool; the handler reads TS_TORCH_THREADS (serving/torch/handler.py).
+        """
+        if not self.threads:
+            return {}
+        return {name: str(self.threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TS_TORCH_THREADS")}
+
+    def thread_settings(self) -> dict[str, int] | None:
+        """What the deploy record names: every thread setting, by the name TorchServe, the JVM or the worker reads."""
+        if not self.threads:
+            return None
+        settings = {key: int(value) for key, value in self._thread_properties().items() if key != "vmargs"}
+        return {**settings, "ActiveProcessorCount": self.threads,
+                **{name: int(value) for name, value in self.thread_environment().items()}}
 
     @property
     def key_file(self) -> Path:
@@ -139,7 +171,7 @@ class TorchServe:
         tmp.mkdir(exist_ok=True)
         cfg.key_file.unlink(missing_ok=True)
         env = {**os.environ, "TMPDIR": str(tmp), "TEMP": str(tmp), "LOG_LOCATION": str(cfg.run_dir / "logs"),
-               "METRICS_LOCATION": str(cfg.run_dir / "logs")}
+               "METRICS_LOCATION": str(cfg.run_dir / "logs"), **cfg.thread_environment()}
         command = [_torchserve_binary(), "--start", "--foreground", "--ncs", "--ts-config", str(config_file),
                    "--model-store", str(cfg.model_store.resolve())]
         if not cfg.token_auth:

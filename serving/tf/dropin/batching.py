@@ -19,6 +19,7 @@ import numpy as np
 
 from serving.tf.dropin.config import BatchingParameters
 from serving.tf.dropin.errors import DeadlineExceeded, InvalidArgument, Unavailable
+from serving.tf.dropin.metrics import BATCH_SIZE_BUCKETS, QUEUING_LATENCY_BUCKETS_US, Histogram
 from serving.tf.dropin.servable import Servable
 
 
@@ -27,15 +28,48 @@ class _Task:
     inputs: dict[str, np.ndarray]
     rows: int
     future: Future = field(default_factory=Future)
+    enqueued: float = field(default_factory=time.monotonic)
 
 
 @dataclass
 class BatchStats:
-    """Counts that show merging happened: requests and batches run."""
+    """What the queue did: requests and batches run, and TF Serving's BatchingSession distributions.
+
+    Batch threads and request threads update it at once, so every change and every snapshot holds the lock.
+    """
 
     requests: int = 0
     batches: int = 0
     largest_batch_requests: int = 0
+    input_batch_size: Histogram = field(default_factory=lambda: Histogram(BATCH_SIZE_BUCKETS))  # rows per request
+    processed_batch_size: Histogram = field(default_factory=lambda: Histogram(BATCH_SIZE_BUCKETS))  # rows per batch
+    queuing_latency_us: Histogram = field(default_factory=lambda: Histogram(QUEUING_LATENCY_BUCKETS_US))
+    batches_by_size: dict[int, int] = field(default_factory=dict)  # rows per batch -> batches: exact
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def record_input(self, rows: int) -> None:
+        """A request entered the queue (TF Serving records its size when it is scheduled)."""
+        with self.lock:
+            self.input_batch_size.observe(rows)
+
+    def record_batch(self, batch: list[_Task], dequeued: float) -> None:
+        """A batch leaves the queue to run: its size in rows, and how long each of its requests waited."""
+        rows = sum(task.rows for task in batch)
+        with self.lock:
+            self.requests += len(batch)
+            self.batches += 1
+            self.largest_batch_requests = max(self.largest_batch_requests, len(batch))
+            self.processed_batch_size.observe(rows)
+            self.batches_by_size[rows] = self.batches_by_size.get(rows, 0) + 1
+            for task in batch:
+                self.queuing_latency_us.observe((dequeued - task.enqueued) * 1e6)
+
+    def snapshot(self) -> BatchStats:
+        """A consistent copy to render while the batch threads go on."""
+        with self.lock:
+            return BatchStats(self.requests, self.batches, self.largest_batch_requests, self.input_batch_size.copy(),
+                              self.processed_batch_size.copy(), self.queuing_latency_us.copy(),
+                              dict(self.batches_by_size))
 
 
 class BatchScheduler:
@@ -55,6 +89,7 @@ class BatchScheduler:
         if rows > self.params.max_batch_size:
             raise InvalidArgument(f"Task size {rows} is larger than maximum batch size {self.params.max_batch_size}")
         task = _Task(inputs, rows)
+        self.stats.record_input(rows)
         try:
             self._queue.put_nowait(task)
         except queue.Full:
@@ -88,9 +123,7 @@ class BatchScheduler:
             self._run(batch)
 
     def _run(self, batch: list[_Task]) -> None:
-        self.stats.requests += len(batch)
-        self.stats.batches += 1
-        self.stats.largest_batch_requests = max(self.stats.largest_batch_requests, len(batch))
+        self.stats.record_batch(batch, time.monotonic())
         try:
             merged = {key: np.concatenate([t.inputs[key] for t in batch]) for key in batch[0].inputs}
             outputs = self.servable.run(self.signature, merged)
