@@ -21,7 +21,9 @@ class RunConfig:
 
     `duration_s` is the whole run per target (locust's --run-time); the first
     `warmup_s` of it are not counted, so the steady-state window is the rest.
-    `rate` set means open loop (arrivals per second); unset means closed loop.
+    `rate` set means open loop (arrivals per second, Poisson unless `arrivals` is "fixed");
+    unset means closed loop. Each target is loaded `repeats` times, each time by a fresh
+    locust process, the targets' order rotated from one repeat to the next.
     """
 
     targets: tuple[str, ...] = NAMES
@@ -41,6 +43,9 @@ class RunConfig:
     timeout_s: float = 10.0
     max_inflight: int = 64
     quiet: bool = False
+    repeats: int = 3
+    arrivals: str = "poisson"  # open loop: "poisson" or "fixed" gaps between arrivals
+    seed: int = 0  # open loop: the Poisson streams' seed; repeat k uses seed + k
 
     def __post_init__(self) -> None:
         self.validate()
@@ -64,6 +69,10 @@ class RunConfig:
             raise UsageError(f"batch size must be at least 1, got {self.batch_size}")
         if self.check_every < 0:
             raise UsageError(f"check-every must be 0 (never check) or more, got {self.check_every}")
+        if self.repeats < 1:
+            raise UsageError(f"repeats must be at least 1, got {self.repeats}")
+        if self.arrivals not in ("poisson", "fixed"):
+            raise UsageError(f"arrivals must be poisson or fixed, got {self.arrivals!r}")
         if self.workers < 0:
             raise UsageError(f"workers must be 0 (one local process) or more, got {self.workers}")
 
@@ -86,18 +95,26 @@ class RunConfig:
 
 @dataclass
 class SweepConfig:
-    """A sweep: knob grid, offered-load steps and batch sizes per target, all bounded by one p99 SLO."""
+    """A sweep: knob grid, saturation, the SLO maximum by search, latency at a common load, batch sizes.
+
+    `run.repeats` independent repeats of every figure that enters the verdict; each SLO probe
+    lasts long enough for `min_requests` requests (its p99 rests on at least 1,000 by default);
+    the search stops when its bracket is within `tolerance` of the failing rate.
+    """
 
     run: RunConfig
     slo_ms: float = 100.0
-    load_fractions: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.85, 1.0, 1.2)
     batch_sizes: tuple[int, ...] = (1, 8, 32)
-    knob_grid: bool = True  # each step runs for run.duration_s, the first run.warmup_s not counted
+    knob_grid: bool = True  # each closed-loop run lasts run.duration_s, the first run.warmup_s not counted
+    min_requests: int = 1000
+    tolerance: float = 0.05
 
     def __post_init__(self) -> None:
         if self.slo_ms <= 0:
             raise UsageError(f"the SLO must be a positive number of milliseconds, got {self.slo_ms}")
-        if not self.load_fractions or min(self.load_fractions) <= 0:
-            raise UsageError("load fractions must be positive")
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise UsageError("batch sizes must be at least 1")
+        if self.min_requests < 1:
+            raise UsageError(f"min-requests must be at least 1, got {self.min_requests}")
+        if not 0 < self.tolerance < 1:
+            raise UsageError(f"the search tolerance must be between 0 and 1, got {self.tolerance}")

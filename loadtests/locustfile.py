@@ -25,6 +25,7 @@ import itertools
 import json
 import time
 from collections import Counter
+from collections.abc import Iterator
 
 import gevent
 import grpc
@@ -33,6 +34,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from common.targets import NAMES, target_named
 from loadtests import payloads as payload_file
+from loadtests.arrivals import arrival_gaps
 
 # gRPC calls block in native threads from gevent's pool, not through grpc's gevent integration: with it,
 # the calls of one locust process were serialised (seen during development; two processes did not share that limit).
@@ -47,13 +49,21 @@ def _options(parser) -> None:
                        choices=NAMES)
     group.add_argument("--loadtest-payloads", env_var="LOADTEST_PAYLOADS", default="", help="from loadtests prepare")
     group.add_argument("--loadtest-model", env_var="LOADTEST_MODEL", default="")
-    group.add_argument("--loadtest-token", env_var="LOADTEST_TOKEN", default="", help="TorchServe inference token")
+    group.add_argument("--loadtest-token", env_var="LOADTEST_TOKEN", default="",
+                       help="bearer token sent with every request (TorchServe's inference token, a gateway's)")
+    group.add_argument("--loadtest-host-header", env_var="LOADTEST_HOST_HEADER", default="",
+                       help="Host header (REST) / authority (gRPC) to send, e.g. a KServe InferenceService's host")
     group.add_argument("--loadtest-warmup", env_var="LOADTEST_WARMUP", type=float, default=5.0)
     group.add_argument("--loadtest-rate", env_var="LOADTEST_RATE", type=float, default=0.0,
                        help="open loop: arrivals per second for all users together; 0 = closed loop")
     group.add_argument("--loadtest-users", env_var="LOADTEST_USERS", type=int, default=0,
                        help="open loop: users of all processes together (-u); 0 = this process's own users, "
                             "right only without workers")
+    group.add_argument("--loadtest-arrivals", env_var="LOADTEST_ARRIVALS", default="poisson",
+                       choices=("poisson", "fixed"),
+                       help="open loop: Poisson arrivals (exponential gaps, as MLPerf's Server scenario) or fixed gaps")
+    group.add_argument("--loadtest-seed", env_var="LOADTEST_SEED", type=int, default=0,
+                       help="open loop: seed of the Poisson arrivals (each user draws from its own stream)")
     group.add_argument("--loadtest-processes", env_var="LOADTEST_PROCESSES", type=int, default=1,
                        help="open loop: locust processes sending load (the workers, or 1), to interleave their users")
     group.add_argument("--loadtest-check-every", env_var="LOADTEST_CHECK_EVERY", type=int, default=10)
@@ -73,6 +83,7 @@ class Recorder:
         self.lags_ms: list[float] = []
         self.failures: Counter[str] = Counter()
         self.dropped = 0  # open-loop arrivals never sent: not requests, so not failures either
+        self.arrivals = 0  # open-loop arrivals due in the window, sent or dropped: the load really offered
         self.checked = 0
         self.started = self.stopped = time.monotonic()
 
@@ -94,6 +105,10 @@ class Recorder:
         if self.recording:
             self.dropped += 1
 
+    def arrival(self) -> None:
+        if self.recording:
+            self.arrivals += 1
+
     def stop(self) -> None:
         if self.recording:
             self.recording, self.stopped = False, time.monotonic()
@@ -101,7 +116,8 @@ class Recorder:
     def as_message(self) -> dict:
         """What this process saw; window_s is how long it really recorded (throughput divides by it)."""
         return {"latencies_ms": self.latencies_ms, "lags_ms": self.lags_ms, "failures": dict(self.failures),
-                "dropped": self.dropped, "checked": self.checked, "window_s": self.stopped - self.started}
+                "dropped": self.dropped, "arrivals": self.arrivals, "checked": self.checked,
+                "window_s": self.stopped - self.started}
 
 
 RECORD = Recorder()
@@ -145,13 +161,14 @@ def _on_quitting(environment, **_kwargs) -> None:
     records = _collected if isinstance(environment.runner, MasterRunner) else [RECORD.as_message()]
     path = environment.parsed_options.loadtest_record
     if path:
-        merged = {"latencies_ms": [], "lags_ms": [], "failures": Counter(), "dropped": 0, "checked": 0,
+        merged = {"latencies_ms": [], "lags_ms": [], "failures": Counter(), "dropped": 0, "arrivals": 0, "checked": 0,
                   "processes": len(records), "window_s": max((record["window_s"] for record in records), default=0.0)}
         for record in records:
             merged["latencies_ms"] += record["latencies_ms"]
             merged["lags_ms"] += record["lags_ms"]
             merged["failures"].update(record["failures"])
             merged["dropped"] += record["dropped"]
+            merged["arrivals"] += record["arrivals"]
             merged["checked"] += record["checked"]
         with open(path, "w", encoding="utf-8") as handle:
             json.dump(merged, handle)
@@ -177,23 +194,29 @@ class _LoadUser(User):
         self.check_every = options.loadtest_check_every  # 0: never (calibration against a trivial endpoint)
         self.sent = 0
         self.inflight = 0
-        self.interval, self.next_arrival = self._arrivals(options)
+        self.interval, self.next_arrival, self.gaps = self._arrivals(options)
 
-    def _arrivals(self, options) -> tuple[float, float]:
-        """Open loop: (seconds between this user's arrivals, its first); (0, now) for closed loop.
+    def _arrivals(self, options) -> tuple[float, float, Iterator[float] | None]:
+        """Open loop: (this user's mean gap between arrivals, its first arrival, its Poisson stream or None).
 
-        Every user of every process owns an equal share of the total rate. A worker's own
-        target_user_count is only its share of the users, hence the total from --loadtest-users.
+        Closed loop: (0, now, None). Every user of every process owns an equal share of the total
+        rate; users' Poisson processes add up to one Poisson process at the total rate. A worker's
+        own target_user_count is only its share of the users, hence the total from --loadtest-users.
         Locust hands users to workers in turn, so user j of worker w is user j * processes + w
-        overall; its phase interleaves it with all the others.
+        overall: that slot seeds its stream (Poisson) or sets its phase (fixed gaps interleave).
         """
         runner = self.environment.runner
         if options.loadtest_rate <= 0:
-            return 0.0, time.perf_counter()
+            return 0.0, time.perf_counter(), None
         users = max(1, options.loadtest_users or runner.target_user_count or 1)
         interval = users / options.loadtest_rate
         slot = next(_user_numbers) * max(1, options.loadtest_processes) + max(0, getattr(runner, "worker_index", 0))
-        return interval, time.perf_counter() + interval * (slot % users) / users
+        gaps = arrival_gaps(options.loadtest_arrivals, interval, options.loadtest_seed, slot)
+        phase = interval * (slot % users) / users if options.loadtest_arrivals == "fixed" else next(gaps)
+        return interval, time.perf_counter() + phase, gaps
+
+    def _next_gap(self) -> float:
+        return next(self.gaps) if self.gaps else 0.0
 
     @task
     def send(self) -> None:
@@ -204,7 +227,8 @@ class _LoadUser(User):
         now = time.perf_counter()
         if self.next_arrival > now:
             gevent.sleep(self.next_arrival - now)
-        scheduled, self.next_arrival = self.next_arrival, self.next_arrival + self.interval
+        scheduled, self.next_arrival = self.next_arrival, self.next_arrival + self._next_gap()
+        RECORD.arrival()
         if self.inflight >= self.environment.parsed_options.loadtest_max_inflight:
             RECORD.drop()  # the generator could not offer this arrival: the run says so
             return
@@ -251,9 +275,11 @@ class RestUser(FastHttpUser, _LoadUser):
         self.client.client.network_timeout = self.environment.parsed_options.loadtest_timeout
         self.path = target_named(self.target).endpoint.format(model=self.model)
         self.headers = {"Content-Type": "application/json"}
-        token = self.environment.parsed_options.loadtest_token
-        if token and target_named(self.target).needs_token:
-            self.headers["Authorization"] = f"Bearer {token}"
+        options = self.environment.parsed_options
+        if options.loadtest_token:
+            self.headers["Authorization"] = f"Bearer {options.loadtest_token}"
+        if options.loadtest_host_header:
+            self.headers["Host"] = options.loadtest_host_header
 
     def call(self, index: int, started: float, counted: bool) -> None:
         with self.client.post(self.path, data=self.payloads.body(self.target, index), headers=self.headers,
@@ -286,11 +312,11 @@ class GrpcUser(_LoadUser):
         _LoadUser.on_start(self)
         gevent.get_hub().threadpool.maxsize = GRPC_THREADS
         address = self.host.split("://", 1)[-1].rstrip("/")
-        self.channel = grpc.insecure_channel(address)
+        options = self.environment.parsed_options
+        authority = (("grpc.default_authority", options.loadtest_host_header),) if options.loadtest_host_header else ()
+        self.channel = grpc.insecure_channel(address, options=authority)
         self.method = self.channel.unary_unary(target_named(self.target).endpoint)
-        token = self.environment.parsed_options.loadtest_token
-        needs_token = token and target_named(self.target).needs_token
-        self.metadata = (("authorization", f"Bearer {token}"),) if needs_token else ()
+        self.metadata = (("authorization", f"Bearer {options.loadtest_token}"),) if options.loadtest_token else ()
 
     def on_stop(self) -> None:
         self.channel.close()

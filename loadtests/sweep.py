@@ -1,4 +1,4 @@
-"""`make sweep`: per target, the highest throughput whose p99 stays under the SLO.
+"""`make sweep`: per target, the highest offered rate whose p99 stays within the SLO, with its spread.
 
 Order of work, all recorded in artifacts/results/<sweep-id>/sweep.json (each
 measurement is also a run of its own with a summary.json under steps/):
@@ -6,14 +6,21 @@ measurement is also a run of its own with a summary.json under steps/):
 1. calibration: the generator against trivial endpoints (its ceiling here);
 2. the in-process ceiling of each framework at batch 1;
 3. per server, a small grid of the knobs that matter, each redeployed and
-   loaded closed-loop; the best valid throughput per target wins;
-4. with the best knobs: open-loop steps at fractions of that closed-loop
-   (saturation) throughput, then closed-loop runs at other batch sizes.
+   loaded closed-loop once; the knobs with the best valid throughput over the
+   server's targets run everything after (one configuration per server, so
+   the targets can take turns without redeploys);
+4. saturation: closed loop, `repeats` times;
+5. the SLO maximum: `repeats` independent searches (loadtests/search.py), each
+   probe an open-loop run with Poisson arrivals long enough for its p99;
+6. the common load: the lowest SLO maximum any search of any target found;
+   every target is loaded there `repeats` times for its p50 and p99;
+7. closed-loop runs at other batch sizes (once each: not a verdict figure).
 
-The SLO-bounded maximum is the highest throughput of a valid step (no
-failures, generator not saturated) whose p99 <= the SLO. The knee is the
-highest offered load whose p50 stays within 2x the lowest step's p50.
-The deployment found at the start is restored at the end.
+In 4-6 the targets take turns within each repeat, in an order rotated from one
+repeat to the next. A repeat's saturation is the highest throughput the target
+reached in that repeat, closed loop or a valid probe (so the SLO maximum never
+exceeds it by more than the 5 % an open-loop probe may fall short). The
+deployment found at the start is restored at the end.
 """
 
 from __future__ import annotations
@@ -23,14 +30,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from common.procs import free_port, stop_group
-from loadtests import calibrate, pinning, runner, summary
+from common.spread import Spread, spread_text
+from common.targets import target_named
+from loadtests import calibrate, pinning, repeats, runner, summary
 from loadtests.config import SweepConfig
 from loadtests.payloads import prepare
+from loadtests.progress import Progress
+from loadtests.search import GROWTH_STEPS, HALVING_STEPS, search_slo_max
 from loadtests.targets import Target, resolve_targets
 from serving.config import DeployConfig
 from serving.record import read_record
 
-KNEE_FACTOR = 2.0
+PROBE_REQUESTS_MARGIN = 1.25  # a probe plans this many times min_requests arrivals: Poisson counts vary
 # Knobs that matter, a small grid each. TF: server-side batching; TorchServe: workers, batch size, delay.
 TF_GRID = ({"enable_batching": False},
            {"enable_batching": True, "max_batch_size": 8, "batch_timeout_micros": 1000},
@@ -41,8 +52,8 @@ TORCH_GRID = ({"workers": 1, "batch_size": 1, "max_batch_delay_ms": 0},
 
 
 def quick(cfg: SweepConfig) -> SweepConfig:
-    """The demo's sweep: no knob grid, four load steps, two batch sizes (step length stays the caller's)."""
-    return dataclasses.replace(cfg, load_fractions=(0.3, 0.7, 1.0, 1.2), batch_sizes=(1, 8), knob_grid=False)
+    """The demo's sweep: no knob grid, batch sizes 1 and 8 (repeats, SLO search and step length stay the caller's)."""
+    return dataclasses.replace(cfg, batch_sizes=(1, 8), knob_grid=False)
 
 
 def _batching_file(knobs: dict, directory: Path) -> Path:
@@ -104,6 +115,7 @@ class Sweep:
         self.deploy_cfg = DeployConfig(model=self.base.model, artifacts=self.base.artifacts)
         self.dir = self.base.run_dir
         self.payloads: dict[int, Path] = {}
+        self.progress = Progress(0, "sweep")
 
     @property
     def profile(self) -> str:
@@ -117,20 +129,31 @@ class Sweep:
                                                 self.dir / f"payloads-b{batch_size}.npz")
         return self.payloads[batch_size]
 
-    def measure(self, target_name: str, label: str, batch_size: int = 1, rate: float | None = None) -> dict:
-        """One run of one target (its own run directory and summary.json); the target's result.
+    def probe_duration(self, rate: float) -> float:
+        """Seconds of an open-loop run at `rate`: the step length, or longer so the p99 has its requests."""
+        needed = PROBE_REQUESTS_MARGIN * self.cfg.min_requests / rate
+        return self.base.warmup_s + max(self.base.window_s, needed)
+
+    def measure(self, target_name: str, label: str, batch_size: int = 1, rate: float | None = None,
+                seed: int = 0) -> dict:
+        """One run of one target (its own run directory and summary.json); that run's result.
 
         No in-process ceiling per step: the sweep measures it once per framework.
         """
+        duration = self.probe_duration(rate) if rate else self.base.duration_s
         cfg = dataclasses.replace(self.base, targets=(target_name,), rate=rate, batch_size=batch_size,
                                   run_id=f"{self.base.run_id}/steps/{target_name}-{label}", ceiling=False,
-                                  quiet=True)
+                                  quiet=True, repeats=1, duration_s=duration, seed=seed)
         target = resolve_targets((target_name,), self.deploy_cfg, cfg.host)[0]
+        offered = f"{rate:g} req/s offered, {duration - cfg.warmup_s:.0f} s" if rate else f"closed, b{batch_size}"
+        self.progress.begin(f"{target_name} {label} ({offered})")
         document = runner.run(cfg, [target], self.payload(batch_size))
+        self.progress.end()
         result = document["targets"][target_name]
         result["run_id"] = cfg.run_id
         print(f"  {target_name:<10} {label:<24} {result['throughput_rps']:8.1f} req/s  "
               f"p50 {_ms(result['latency_ms']['p50'])}  p99 {_ms(result['latency_ms']['p99'])}  "
+              f"({result['latency_ms']['samples']} requests)  "
               f"{'valid' if result['valid'] else 'INVALID: ' + '; '.join(result['invalid_reasons'])}", flush=True)
         return result
 
@@ -174,20 +197,39 @@ class Sweep:
                                    "run_id": result["run_id"]})
         return rows
 
-    def steps(self, name: str, saturation: float) -> list[dict]:
-        steps = []
-        for fraction in sorted(self.cfg.load_fractions):
-            rate = max(1.0, round(saturation * fraction, 1))
-            result = self.measure(name, f"open-{rate:g}rps", rate=rate)
-            steps.append({"offered_rps": rate, "throughput_rps": result["throughput_rps"],
-                          "latency_ms": result["latency_ms"], "failures": result["failures"],
-                          "valid": result["valid"], "invalid_reasons": result["invalid_reasons"],
-                          "run_id": result["run_id"]})
-        return steps
+    def in_turns(self, names: list[str], measure) -> dict[str, list]:
+        """`measure(name, repeat)` for every target in every repeat: turns within a repeat, order rotated."""
+        results: dict[str, list] = {name: [] for name in names}
+        for repeat in range(self.base.repeats):
+            for name in repeats.rotated(names, repeat):
+                results[name].append(measure(name, repeat))
+        return results
+
+    def saturation(self, name: str, repeat: int) -> dict:
+        return _run_row(self.measure(name, f"saturation-r{repeat + 1}"), repeat)
+
+    def search(self, name: str, repeat: int, start_rps: float) -> dict:
+        """One independent SLO search; every probe a fresh open-loop run with its own Poisson seed."""
+        probes = iter(range(1000))
+
+        def probe(rate: float) -> dict:
+            index = next(probes)
+            result = self.measure(name, f"search-r{repeat + 1}-p{index + 1}-{rate:g}rps", rate=rate,
+                                  seed=self.base.seed + 1000 * repeat + index)
+            return {**_run_row(result, repeat), "offered_rps": rate, "purpose": "slo-search"}
+
+        found = search_slo_max(probe, start_rps, self.cfg.slo_ms, self.cfg.tolerance)
+        print(f"  {name:<10} search {repeat + 1}: SLO max {_rps(found.slo_max_rps)} ({found.note})", flush=True)
+        return {"repeat": repeat + 1, **found.as_json()}
+
+    def at_load(self, name: str, repeat: int, rate: float) -> dict:
+        result = self.measure(name, f"common-r{repeat + 1}-{rate:g}rps", rate=rate,
+                              seed=self.base.seed + 999_000 + repeat)
+        return {**_run_row(result, repeat), "offered_rps": rate, "purpose": "common-load"}
 
     def batch_sizes(self, name: str, batch1: dict) -> list[dict]:
-        rows = [{"batch_size": 1, "throughput_rps": batch1["throughput_rps"], "images_per_s": batch1["images_per_s"],
-                 "latency_ms": batch1["latency_ms"], "valid": batch1["valid"], "run_id": batch1["run_id"]}]
+        rows = [{"batch_size": 1, **{k: batch1[k] for k in ("throughput_rps", "latency_ms", "valid", "run_id")},
+                 "images_per_s": batch1["throughput_rps"]}]
         for batch_size in sorted(set(self.cfg.batch_sizes) - {1}):
             result = self.measure(name, f"closed-b{batch_size}", batch_size=batch_size)
             rows.append({"batch_size": batch_size, "throughput_rps": result["throughput_rps"],
@@ -196,80 +238,147 @@ class Sweep:
         return rows
 
 
-def slo_max(steps: list[dict], slo_ms: float) -> float | None:
-    within = [s["throughput_rps"] for s in steps if s["valid"] and s["latency_ms"]["p99"] is not None
-              and s["latency_ms"]["p99"] <= slo_ms]
-    return max(within) if within else None
+def _run_row(result: dict, repeat: int) -> dict:
+    """What the sweep keeps of one run."""
+    return {"repeat": repeat + 1, "throughput_rps": result["throughput_rps"], "latency_ms": result["latency_ms"],
+            "failures": result["failures"], "valid": result["valid"], "invalid_reasons": result["invalid_reasons"],
+            "run_id": result["run_id"], "server_side": result["repeats"][0].get("server_side")}
 
 
-def knee(steps: list[dict]) -> float | None:
-    valid = [s for s in steps if s["valid"] and s["latency_ms"]["p50"] is not None]
-    if not valid:
+def best_knobs(rows: dict[str, list[dict]]) -> dict | None:
+    """The grid point with the highest valid throughput summed over the server's targets (None: no grid run)."""
+    points = list(zip(*rows.values(), strict=True)) if rows else []
+    if not points:
         return None
-    floor = valid[0]["latency_ms"]["p50"]
-    within = [s["offered_rps"] for s in valid if s["latency_ms"]["p50"] <= KNEE_FACTOR * floor]
-    return max(within) if within else None
+    valid = [p for p in points if all(run["valid"] for run in p)] or points
+    return max(valid, key=lambda p: sum(run["throughput_rps"] for run in p))[0]["knobs"]
 
 
-def _best(rows: list[dict]) -> dict | None:
-    valid = [row for row in rows if row["valid"]]
-    return max(valid or rows, key=lambda row: row["throughput_rps"]) if rows else None
+def saturation_per_repeat(closed: list[dict], searches: list[dict]) -> list[float]:
+    """Each repeat's saturation: its closed-loop throughput, or a valid probe's if that reached higher."""
+    figures = []
+    for run, search in zip(closed, searches, strict=True):
+        probes = [p["throughput_rps"] for p in search["probes"] if p["valid"]]
+        figures.append(max([run["throughput_rps"], *probes]))
+    return figures
+
+
+def common_load(slo_maxima: dict[str, Spread | None]) -> float | None:
+    """The lowest SLO maximum any search of any target found: every target met the SLO at it once at least."""
+    lows = [spread.low for spread in slo_maxima.values() if spread is not None]
+    return round(min(lows), 1) if lows else None
 
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f} ms"
 
 
+def _rps(value: float | None) -> str:
+    return "none" if value is None else f"{value:.1f} req/s"
+
+
+def _json(spread: Spread | None) -> dict | None:
+    return spread.as_json() if spread else None
+
+
 def run_sweep(cfg: SweepConfig) -> dict:
     base = cfg.run
     sweep = Sweep(cfg)
     targets = resolve_targets(base.targets, sweep.deploy_cfg, base.host)  # exit 2 before any load
+    names = [t.name for t in targets]
     sides = sorted({t.side for t in targets})
     found = {side: current_knobs(side, sweep.deploy_cfg) for side in sides}
     sweep.dir.mkdir(parents=True, exist_ok=True)
     created = datetime.now(UTC).isoformat(timespec="seconds")
-    print(f"sweep {base.run_id}: SLO p99 <= {cfg.slo_ms:g} ms, {base.users} users, steps of "
-          f"{base.duration_s:g} s ({base.warmup_s:g} s warm-up)", flush=True)
+    print(f"sweep {base.run_id}: SLO p99 <= {cfg.slo_ms:g} ms, {base.users} users closed loop, {base.repeats} repeats, "
+          f"probes of >= {cfg.min_requests} requests (Poisson arrivals), steps of {base.duration_s:g} s "
+          f"({base.warmup_s:g} s warm-up)", flush=True)
+    sweep.progress.replan(_planned(cfg, len(names)))
     plan = pinning.plan_cpus([t.server["cpus"] for t in targets], base.pin)
     calibration = sweep.calibrate(plan)
     ceilings = {}
     for side in sides:
         ceilings[side] = runner.measure_ceiling(dataclasses.replace(base, batch_size=1), side, plan.server_cpus)
         print(f"  {side}: in-process ceiling {ceilings[side]['calls_per_s']:.0f} calls/s at batch 1", flush=True)
-    results = {}
     try:
+        grids, chosen = {}, {}
         for side in sides:
-            names = [t.name for t in targets if t.side == side]
-            grid = sweep.knob_grid(side, names)
-            for name in names:
-                results[name] = _sweep_target(sweep, side, name, grid[name], found[side], ceilings[side])
+            grids.update(sweep.knob_grid(side, [t.name for t in targets if t.side == side]))
+            knobs = best_knobs({n: grids[n] for n in names if target_named(n).side == side and grids[n]})
+            chosen[side] = knobs or {k: v for k, v in found[side].items() if k != "file"}
+            redeploy(side, knobs or found[side], sweep.deploy_cfg, sweep.dir)
+        results = _measure_targets(sweep, names, grids, chosen, ceilings)
     finally:
         for side in sides:
             redeploy(side, found[side], sweep.deploy_cfg, sweep.dir)
-    invalid = [f"{name}: no valid step within the SLO" for name, r in results.items() if r["slo_max_rps"] is None]
-    document = {"kind": "sweep", "schema_version": 1, "run_id": base.run_id, "created": created,
+    common = common_load({name: Spread.from_json(r["slo_max"]) for name, r in results.items()})
+    invalid = [f"{name}: no SLO maximum found" for name, r in results.items() if r["slo_max"] is None]
+    invalid += [f"{name}: {reason}" for name, r in results.items() for reason in r["invalid_reasons"]]
+    document = {"kind": "sweep", "schema_version": 2, "run_id": base.run_id, "created": created,
                 "slo_ms": cfg.slo_ms, "model": {"name": base.model, "profile": sweep.profile, "batch_size": 1},
+                "method": {"repeats": base.repeats, "users": base.users, "arrivals": base.arrivals,
+                           "min_requests": cfg.min_requests, "tolerance": cfg.tolerance,
+                           "spread": "median [min-max] over the repeats",
+                           "order": [repeats.rotated(names, r) for r in range(base.repeats)]},
                 "environment": runner.environment_record(plan, base), "calibration": calibration,
-                "targets": results, "valid": not invalid, "invalid_reasons": invalid}
+                "common_load_rps": common, "targets": results, "valid": not invalid, "invalid_reasons": invalid}
     summary.write(sweep.dir / "sweep.json", document, "sweep")
     print(sweep_table(document))
     print(f"sweep: {sweep.dir / 'sweep.json'}")
     return document
 
 
-def _sweep_target(sweep: Sweep, side: str, name: str, grid: list[dict], found: dict, ceiling: dict) -> dict:
-    best = _best(grid)
-    knobs = best["knobs"] if best else {k: v for k, v in found.items() if k != "file"}
-    redeploy(side, knobs if best else found, sweep.deploy_cfg, sweep.dir)
-    closed = sweep.measure(name, "saturation-closed")
-    saturation = closed["throughput_rps"]
-    steps = sweep.steps(name, saturation)
-    server = resolve_targets((name,), sweep.deploy_cfg, sweep.base.host)[0].server
-    return {"server": server, "knob_grid": grid, "best_knobs": knobs, "steps": steps,
-            "slo_max_rps": slo_max(steps, sweep.cfg.slo_ms), "knee_rps": knee(steps),
-            "saturation_rps": saturation, "batch_sizes": sweep.batch_sizes(name, closed),
-            "ceiling": {"in_process_rps": ceiling["calls_per_s"], "fraction": saturation / ceiling["calls_per_s"],
-                        "runtime": ceiling["runtime"], "batch_size": 1}}
+def _planned(cfg: SweepConfig, targets: int) -> int:
+    """Measurements the sweep expects (a search's probes are not known ahead: its usual count is planned)."""
+    grid = (len(TF_GRID) * targets if cfg.knob_grid else 0)
+    usual_probes = (GROWTH_STEPS + HALVING_STEPS) // 2 + 4
+    per_target = cfg.run.repeats * (2 + usual_probes) + len(set(cfg.batch_sizes) - {1})
+    return grid + targets * per_target
+
+
+def _measure_targets(sweep: Sweep, names: list[str], grids: dict, chosen: dict, ceilings: dict) -> dict:
+    """Saturation, SLO searches and the common load for every target, in turns; batch sizes after."""
+    closed = sweep.in_turns(names, sweep.saturation)
+    start = {name: Spread.of([run["throughput_rps"] for run in closed[name]]).median for name in names}
+    searches = sweep.in_turns(names, lambda name, repeat: sweep.search(name, repeat, start[name]))
+    slo_maxima = {name: Spread.of([s["slo_max_rps"] for s in searches[name]]) for name in names}
+    common = common_load(slo_maxima)
+    at_common = sweep.in_turns(names, lambda name, repeat: sweep.at_load(name, repeat, common)) if common else {}
+    results = {}
+    for name in names:
+        side = target_named(name).side
+        saturation = Spread.of(saturation_per_repeat(closed[name], searches[name]))
+        ceiling = ceilings[side]
+        server = resolve_targets((name,), sweep.deploy_cfg, sweep.base.host)[0].server
+        results[name] = {
+            "server": server, "knob_grid": grids.get(name, []), "best_knobs": chosen[side],
+            "saturation_rps": saturation.median, "saturation": saturation.as_json(), "saturation_runs": closed[name],
+            "slo_max_rps": slo_maxima[name].median if slo_maxima[name] else None,
+            "slo_max": _json(slo_maxima[name]), "searches": searches[name],
+            "at_common_load": _at_load(at_common.get(name)),
+            "steps": [p for s in searches[name] for p in s["probes"]] + at_common.get(name, []),
+            "batch_sizes": sweep.batch_sizes(name, closed[name][0]),
+            "ceiling": {"in_process_rps": ceiling["calls_per_s"], "runtime": ceiling["runtime"], "batch_size": 1,
+                        "fraction": saturation.median / ceiling["calls_per_s"]}}
+        results[name]["invalid_reasons"] = target_reasons(results[name])
+    return results
+
+
+def _at_load(runs: list[dict] | None) -> dict | None:
+    """A target's p50/p99 at the common load, over its repeats there."""
+    if not runs:
+        return None
+    return {"offered_rps": runs[0]["offered_rps"],
+            "throughput_rps": _json(Spread.of([r["throughput_rps"] for r in runs])),
+            "p50_ms": _json(Spread.of([r["latency_ms"]["p50"] for r in runs])),
+            "p99_ms": _json(Spread.of([r["latency_ms"]["p99"] for r in runs])),
+            "valid": all(r["valid"] for r in runs)}
+
+
+def target_reasons(result: dict) -> list[str]:
+    """Why a sweep target's verdict figures cannot be trusted: an invalid saturation or common-load run."""
+    runs = result["saturation_runs"] + [s for s in result["steps"] if s.get("purpose") == "common-load"]
+    return [f"{run['run_id'].rsplit('/', 1)[-1]}: {reason}" for run in runs for reason in run["invalid_reasons"]]
 
 
 def knobs_text(knobs: dict) -> str:
@@ -286,12 +395,15 @@ def knobs_text(knobs: dict) -> str:
 
 
 def sweep_table(document: dict) -> str:
-    lines = [f"{'target':<11}{'best knobs':<26}{'saturation':>11}{'knee':>8}{'SLO max':>9}{'x ceiling':>10}"
-             f"{'x generator':>12}"]
-    calibration = document["calibration"]
+    """Per target: best knobs, saturation and SLO max as median [min-max], p99 at the common load."""
+    common = document["common_load_rps"]
+    lines = [f"median [min-max] over {document['method']['repeats']} repeats; common load "
+             f"{'none' if common is None else f'{common:g} req/s'}",
+             f"{'target':<11}{'best knobs':<26}{'saturation req/s':>24}{'SLO max req/s':>24}{'p99 ms at common':>24}"
+             f"{'x ceiling':>10}"]
     for name, result in sorted(document["targets"].items()):
-        generator = calibration["rest_rps" if name.endswith("rest") else "grpc_rps"]
-        lines.append(f"{name:<11}{knobs_text(result['best_knobs']):<26}{result['saturation_rps']:>11.1f}"
-                     f"{result['knee_rps'] or 0:>8.1f}{result['slo_max_rps'] or 0:>9.1f}"
-                     f"{result['ceiling']['fraction']:>10.2f}{result['saturation_rps'] / generator:>12.2f}")
+        at_load = result["at_common_load"] or {}
+        lines.append(f"{name:<11}{knobs_text(result['best_knobs']):<26}{spread_text(result['saturation']):>24}"
+                     f"{spread_text(result['slo_max']):>24}{spread_text(at_load.get('p99_ms'), 2):>24}"
+                     f"{result['ceiling']['fraction']:>10.2f}")
     return "\n".join(lines)

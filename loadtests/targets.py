@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from importlib import metadata
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from common.errors import UsageError
 from common.procs import port_open
@@ -19,6 +22,9 @@ class Target:
     port: int
     server: dict  # the summary's "server" object: identity, binary, version, official, knobs
     token: str = ""
+    host_header: str = ""  # an endpoint behind a gateway that routes by Host (KServe)
+    url: str = ""  # set for an endpoint deploy did not start (--url)
+    record: DeployRecord | None = None  # what deploy started: the server-side figures sample its processes
 
     @property
     def side(self) -> str:
@@ -34,6 +40,8 @@ class Target:
 
     @property
     def locust_host(self) -> str:
+        if self.url:
+            return self.url
         return f"http://{self.host}:{self.port}" if self.transport == "rest" else f"{self.host}:{self.port}"
 
 
@@ -57,7 +65,7 @@ def server_record(record: DeployRecord) -> dict:
 
 def _server(record: DeployRecord, binary: str, version: str, official: bool) -> dict:
     return {"identity": record.identity, "binary": binary, "version": version, "official": official,
-            "knobs": asdict(record.knobs), "cpus": record.cpus}
+            "knobs": asdict(record.knobs), "cpus": record.cpus, "cold_start_s": record.cold_start_s}
 
 
 def resolve_targets(names: tuple[str, ...], cfg: DeployConfig, host: str) -> list[Target]:
@@ -80,6 +88,45 @@ def resolve_targets(names: tuple[str, ...], cfg: DeployConfig, host: str) -> lis
             raise UsageError(f"{name}: the deployed model is {record.model!r}, not {cfg.model!r}; "
                              f"set MODEL or redeploy")
         token = (token_for(cfg, name) or "") if spec.needs_token else ""
-        targets.append(Target(name, host, port, server_record(record), token))
+        targets.append(Target(name, host, port, server_record(record), token, record=record))
     return targets
 
+
+
+def _token_from(path: Path) -> str:
+    """The bearer token in a file: the file's text, or the inference key of TorchServe's key_file.json."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise UsageError(f"cannot read the token file {path}: {exc.strerror}") from None
+    if text.startswith("{"):
+        try:
+            return json.loads(text)["inference"]["key"]
+        except (ValueError, KeyError, TypeError):
+            raise UsageError(f"{path} is JSON but not TorchServe's key file (no inference.key)") from None
+    if not text:
+        raise UsageError(f"the token file {path} is empty")
+    return text
+
+
+def external_target(url: str, names: tuple[str, ...] | None, host_header: str | None,
+                    token_file: Path | None) -> Target:
+    """An endpoint deploy did not start: its wire format is the one --target names; checked reachable."""
+    if not names or len(names) != 1:
+        raise UsageError("--url loads one endpoint: name its wire format with exactly one --target "
+                         "(tf-rest, tf-grpc, torch-rest or torch-grpc)")
+    name = names[0]
+    parsed = urlsplit(url if "://" in url else f"grpc://{url}")
+    scheme = "http" if target_named(name).transport == "rest" else "grpc"
+    if parsed.scheme not in (scheme, "https" if scheme == "http" else scheme) or not parsed.hostname:
+        raise UsageError(f"--url {url!r} is not a {scheme} address for {name} "
+                         f"(e.g. {'http://HOST:8501' if scheme == 'http' else 'HOST:8500'})")
+    port = parsed.port or {"http": 80, "https": 443}.get(parsed.scheme, 0)
+    if not port_open(port, parsed.hostname):
+        raise UsageError(f"{name}: nothing answers on {parsed.hostname}:{port} ({url})")
+    where = f"{url}" + (f" with Host: {host_header}" if host_header else "")
+    server = {"identity": f"external endpoint {where} (not started by deploy: what serves it is not recorded here)",
+              "binary": "external", "version": "unknown", "official": False, "knobs": None, "cpus": None}
+    url = url if parsed.scheme in ("http", "https") else f"{parsed.hostname}:{port}"
+    token = _token_from(token_file) if token_file else ""
+    return Target(name, parsed.hostname, port, server, token, host_header or "", url.rstrip("/"))

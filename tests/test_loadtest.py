@@ -5,8 +5,10 @@ few seconds and assert behaviour, never speed.
 """
 
 import dataclasses
+import itertools
 import json
 import os
+import statistics
 import subprocess
 import sys
 from importlib import metadata
@@ -21,14 +23,16 @@ from common.paths import REPO_ROOT
 from common.procs import free_port
 from common.targets import NAMES
 from loadtests import payloads, summary
+from loadtests.arrivals import arrival_gaps
 from loadtests.config import RunConfig
 from loadtests.pinning import plan_cpus
-from loadtests.sweep import knee, slo_max
+from loadtests.repeats import rotated
+from loadtests.search import search_slo_max
 from serving.record import DeployRecord, TfKnobs, TorchKnobs, write_record
 from tests.conftest import run_module
 
 ALL = NAMES
-SHORT = ("--duration", "5", "--warmup", "1.5", "--users", "2", "--check-every", "1")
+SHORT = ("--duration", "5", "--warmup", "1.5", "--users", "2", "--check-every", "1", "--repeats", "2")
 
 
 def _written(stdout: str, label: str) -> Path:
@@ -49,11 +53,25 @@ def test_a_short_real_run_loads_all_four_targets_without_failures(short_run):
     stdout, document, _ = short_run
     summary.validate(document)  # the schema the report relies on
     assert set(document["targets"]) == set(ALL)
+    assert document["repeats"]["count"] == 2
+    first, second = document["repeats"]["order"]
+    assert sorted(first) == sorted(ALL) and second == rotated(first, 1)  # each target in each repeat, order rotated
     for name, result in document["targets"].items():
         assert result["failures"] == 0 and result["failures_by_kind"] == {}, (name, result["invalid_reasons"])
         assert result["requests"] > 10 and result["checked_responses"] == result["requests"]
-        assert 0 < result["latency_ms"]["p50"] <= result["latency_ms"]["p99"] <= result["latency_ms"]["max"]
-        assert result["throughput_rps"] > 0 and result["offered"] == {"mode": "closed", "users": 2, "rate_rps": None}
+        assert [r["repeat"] for r in result["repeats"]] == [1, 2]
+        assert result["requests"] == sum(r["requests"] for r in result["repeats"])
+        throughputs = sorted(r["throughput_rps"] for r in result["repeats"])
+        assert result["spread"]["throughput_rps"]["values"] == [r["throughput_rps"] for r in result["repeats"]]
+        assert (result["spread"]["throughput_rps"]["low"], result["spread"]["throughput_rps"]["high"]) == \
+            (throughputs[0], throughputs[-1])
+        assert result["throughput_rps"] == pytest.approx(sum(throughputs) / 2)  # the median of two
+        latency = result["latency_ms"]
+        assert latency["samples"] == sum(r["latency_ms"]["samples"] for r in result["repeats"])
+        assert 0 < latency["p50"] <= latency["max"]
+        # p99 is reported only where a repeat's own p99 rests on 1,000 requests
+        assert all((r["latency_ms"]["p99"] is None) == (r["latency_ms"]["samples"] < 1000) for r in result["repeats"])
+        assert result["offered"] == {"mode": "closed", "users": 2, "rate_rps": None, "arrivals": None}
     assert document["targets"]["tf-rest"]["server"]["binary"] == "tf-serving-dropin"
     assert document["targets"]["tf-rest"]["server"]["official"] is False
     assert document["targets"]["torch-grpc"]["server"]["binary"] == "torchserve"
@@ -73,10 +91,11 @@ def test_a_run_records_the_environment_and_locust_csvs(short_run):
     assert environment["pinning"]["server_cpus"] == servers
     if servers:
         assert environment["pinning"]["applied"] and not set(environment["pinning"]["generator_cpus"]) & set(servers)
-    stats = (run_dir / document["targets"]["torch-rest"]["files"]["stats_csv"]).read_text().splitlines()
-    assert stats[0].startswith("Type,Name,Request Count") and any(",torch-rest," in line for line in stats)
-    history = (run_dir / document["targets"]["tf-grpc"]["files"]["history_csv"]).read_text().splitlines()
-    assert len(history) > 3 and any(",tf-grpc," in line for line in history)
+    for repeat in document["targets"]["torch-rest"]["repeats"]:  # each repeat is its own locust process and CSVs
+        stats = (run_dir / repeat["files"]["stats_csv"]).read_text().splitlines()
+        assert stats[0].startswith("Type,Name,Request Count") and any(",torch-rest," in line for line in stats)
+    history = (run_dir / document["targets"]["tf-grpc"]["repeats"][1]["files"]["history_csv"]).read_text()
+    assert len(history.splitlines()) > 3 and ",tf-grpc," in history
 
 
 def test_a_wrong_expected_label_shows_up_as_failures(deployed, artifacts):
@@ -87,7 +106,7 @@ def test_a_wrong_expected_label_shows_up_as_failures(deployed, artifacts):
 
     deploy_cfg = DeployConfig(model="tiny", artifacts=artifacts.root)
     cfg = RunConfig(targets=("tf-rest", "torch-grpc"), users=2, duration_s=4, warmup_s=1, artifacts=artifacts.root,
-                    check_every=1, ceiling=False, quiet=True, run_id="wrong-labels")
+                    check_every=1, ceiling=False, quiet=True, run_id="wrong-labels", repeats=1)
     good = payloads.prepare(artifacts, "tiny", 1, cfg.run_dir / "good.npz", count=8)
     wrong = cfg.run_dir / "wrong.npz"
     with np.load(good, allow_pickle=False) as data:
@@ -150,36 +169,73 @@ def test_an_open_loop_with_workers_offers_the_rate_once_not_once_per_worker(depl
     """Two locust workers share --rate: arrivals in the window (sent or dropped) are about rate x window."""
     env, _ = deployed
     done = run_module("loadtests", "run", "--target", "tf-grpc", "--rate", "40", "--workers", "2", "--users", "4",
-                      "--duration", "6", "--warmup", "1.5", "--no-ceiling", env=env)
+                      "--duration", "6", "--warmup", "1.5", "--no-ceiling", "--repeats", "1", env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     document = json.loads(_written(done.stdout, "summary").read_text(encoding="utf-8"))
     result = document["targets"]["tf-grpc"]
-    assert document["load"] == {"users": 4, "rate_rps": 40.0, "generator_processes": 2}
+    assert document["load"] == {"users": 4, "rate_rps": 40.0, "generator_processes": 2, "arrivals": "poisson"}
     arrivals = result["requests"] + result["dropped"]
+    measured = result["repeats"][0]["offered"]["measured_rps"]
+    assert measured == pytest.approx(arrivals / result["measured_window_s"], rel=0.1)
     # one worker alone would offer half, each offering the whole rate twice: 0.5 and 2.0
     assert 0.75 < arrivals / (40.0 * result["measured_window_s"]) < 1.3, (arrivals, result["measured_window_s"])
 
 
-def test_a_quick_sweep_finds_an_slo_bounded_maximum(deployed):
+def test_a_quick_sweep_finds_the_slo_maximum_by_search_in_three_repeats(deployed):
     env, _ = deployed
-    done = run_module("loadtests", "sweep", "--quick", "--no-knobs", "--target", "tf-grpc", "--duration", "3",
+    # one fast target: every probe's p99 rests on 1,000 requests, so a slow target's probes would take minutes
+    done = run_module("loadtests", "sweep", "--quick", "--no-knobs", "--target", "tf-grpc", "--duration", "2.5",
                       "--warmup", "1", "--users", "2", "--slo-ms", "1000", env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "[sweep 1 of " in done.stdout and "elapsed" in done.stdout  # progress, measurement by measurement
     document = json.loads(_written(done.stdout, "sweep").read_text(encoding="utf-8"))
     summary.validate(document, "sweep")
-    result = document["targets"]["tf-grpc"]
-    offered = [step["offered_rps"] for step in result["steps"]]
-    assert len(offered) == 4 and offered == sorted(offered)
-    assert offered[-1] == pytest.approx(1.2 * result["saturation_rps"], rel=0.02)
-    # The SLO-bounded maximum is a valid step's throughput with p99 within the SLO; no valid step beyond it is.
-    chosen = [s for s in result["steps"] if s["throughput_rps"] == result["slo_max_rps"]]
-    assert chosen and chosen[0]["valid"] and 0 < chosen[0]["latency_ms"]["p99"] <= 1000.0
-    faster = [s for s in result["steps"] if s["valid"] and s["throughput_rps"] > result["slo_max_rps"]]
-    assert all(s["latency_ms"]["p99"] > 1000.0 for s in faster)
-    assert result["knee_rps"] in offered
-    assert [row["batch_size"] for row in result["batch_sizes"]] == [1, 8]
+    assert document["method"]["order"] == [["tf-grpc"]] * 3 and document["method"]["min_requests"] == 1000
+    for name, result in document["targets"].items():
+        assert len(result["saturation_runs"]) == 3 and len(result["searches"]) == 3, name
+        maxima = [search["slo_max_rps"] for search in result["searches"]]
+        assert result["slo_max"]["values"] == [m for m in maxima if m is not None]
+        assert result["slo_max_rps"] == sorted(result["slo_max"]["values"])[1]  # the median of three
+        for search in result["searches"]:
+            passed = [p["offered_rps"] for p in search["probes"] if p["outcome"] == "pass"]
+            failed = [p["offered_rps"] for p in search["probes"] if p["outcome"] == "fail"]
+            if search["slo_max_rps"] is not None:  # the highest passing probe, and every probe above it failed
+                assert search["slo_max_rps"] == max(passed) and all(f > max(passed) for f in failed if f > max(passed))
+            for probe in search["probes"]:  # a passing probe's p99 rests on >= 1,000 requests
+                assert probe["outcome"] != "pass" or (probe["latency_ms"]["samples"] >= 1000
+                                                      and probe["latency_ms"]["p99"] <= 1000.0 and probe["valid"])
+        assert result["saturation"]["low"] <= result["saturation_rps"] <= result["saturation"]["high"]
+        assert [row["batch_size"] for row in result["batch_sizes"]] == [1, 8]
+    common = document["common_load_rps"]
+    assert common == min(r["slo_max"]["low"] for r in document["targets"].values())
+    for result in document["targets"].values():
+        at_load = result["at_common_load"]
+        assert at_load["offered_rps"] == common and len(at_load["p50_ms"]["values"]) == 3
     assert document["calibration"]["rest_rps"] > 0 and document["calibration"]["grpc_rps"] > 0
-    assert result["ceiling"]["in_process_rps"] > 0
+
+
+def test_any_endpoint_is_loaded_by_url_with_a_host_header_and_a_token_file(deployed, tmp_path):
+    """--url: what deploy did not start (here the deployed servers, addressed as a user outside would)."""
+    env, _ = deployed
+    key_file = Path(env["ARTIFACTS"]) / "run" / "torchserve" / "key_file.json"
+    token_file = tmp_path / "token"
+    token_file.write_text(json.loads(key_file.read_text())["inference"]["key"] + "\n")
+    common = ("--duration", "3", "--warmup", "1", "--users", "2", "--check-every", "1", "--repeats", "1")
+    for target, url, extra in (
+            ("tf-rest", f"http://127.0.0.1:{env['TF_REST_PORT']}", ("--host-header", "tiny.default.example.com")),
+            ("torch-grpc", f"127.0.0.1:{env['TS_GRPC_PORT']}", ("--token-file", str(key_file))),
+            ("torch-rest", f"http://127.0.0.1:{env['TS_INFERENCE_PORT']}", ("--token-file", str(token_file)))):
+        done = run_module("loadtests", "run", "--url", url, "--target", target, *extra, *common, env=env)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        result = json.loads(_written(done.stdout, "summary").read_text(encoding="utf-8"))["targets"][target]
+        assert result["valid"] and result["requests"] > 10 and result["checked_responses"] == result["requests"]
+        assert result["server"]["binary"] == "external" and url in result["server"]["identity"]
+        assert result["ceiling"] is None and result["repeats"][0]["server_side"]["unavailable"]
+    # without the token TorchServe refuses every request: the run is invalid, not silently fast
+    done = run_module("loadtests", "run", "--url", f"http://127.0.0.1:{env['TS_INFERENCE_PORT']}", "--target",
+                      "torch-rest", *common, env=env)
+    result = json.loads(_written(done.stdout, "summary").read_text(encoding="utf-8"))["targets"]["torch-rest"]
+    assert not result["valid"] and set(result["failures_by_kind"]) == {"HTTP 400"}, result["failures_by_kind"]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -188,6 +244,10 @@ def test_a_quick_sweep_finds_an_slo_bounded_maximum(deployed):
     (("--users", "-3"), "users must be at least 1"),
     (("--duration", "5", "--warmup", "5"), "must be longer than the warm-up"),  # a window of zero
     (("--rate", "-1"), "rate must be a positive number"),
+    (("--repeats", "0"), "repeats must be at least 1"),
+    (("--url", "http://127.0.0.1:1"), "exactly one --target"),
+    (("--url", "127.0.0.1:1", "--target", "tf-rest"), "is not a http address for tf-rest"),
+    (("--token-file", "/nonexistent"), "--host-header and --token-file go with --url"),
 ])
 def test_bad_arguments_exit_2_with_one_line_and_send_nothing(args, message, tmp_path):
     done = run_module("loadtests", "run", *args, env={"ARTIFACTS": str(tmp_path)})
@@ -212,22 +272,70 @@ def test_percentiles_are_exact_over_every_request():
     values = list(np.arange(1, 1001, dtype=float))  # 1..1000 ms
     result = summary.percentiles(values)
     assert result["p50"] == pytest.approx(500.5) and result["p99"] == pytest.approx(990.01)
-    assert result["p99.9"] == pytest.approx(999.001) and result["max"] == 1000 and result["mean"] == 500.5
+    assert result["max"] == 1000 and result["mean"] == 500.5 and result["samples"] == 1000
+    # a percentile needs 10 requests beyond it: p99 1,000 requests, p99.9 10,000
+    assert result["p99.9"] is None and summary.percentiles(values[:999])["p99"] is None
+    assert summary.percentiles(values * 10)["p99.9"] == pytest.approx(999.001)
     assert summary.percentiles([])["p99"] is None
 
 
-def _step(offered, throughput, p50, p99, valid=True):
-    return {"offered_rps": offered, "throughput_rps": throughput, "valid": valid,
-            "latency_ms": {"p50": p50, "p99": p99}}
+def _probe_at(capacity: float, p99_at, reasons_at=lambda rate: []):
+    """A fake server for the search: a probe's record as the runner would write it."""
+    def probe(rate):
+        reasons = reasons_at(rate) or (["server fell behind the offered load"] if rate > capacity else [])
+        return {"offered_rps": rate, "throughput_rps": min(rate, capacity), "valid": not reasons,
+                "invalid_reasons": reasons, "latency_ms": {"p50": 1.0, "p99": p99_at(rate)}}
+    return probe
 
 
-def test_slo_maximum_and_knee_follow_the_steps():
-    steps = [_step(10, 10, 5, 20), _step(50, 50, 8, 60), _step(90, 88, 9.5, 140), _step(120, 95, 40, 300),
-             _step(100, 99, 6, 30, valid=False)]
-    assert slo_max(steps, 100) == 50  # 88 breaks the SLO, 99 comes from an invalid step
-    assert slo_max(steps, 150) == 88
-    assert slo_max(steps, 1) is None
-    assert knee(steps) == 90  # p50 within 2x of the first step's 5 ms up to 90 req/s offered
+def test_the_slo_search_brackets_then_bisects_to_within_the_tolerance():
+    # p99 crosses 100 ms at 160 req/s: the search starts at saturation (300), halves to 150, bisects up.
+    found = search_slo_max(_probe_at(300, lambda rate: rate * 100 / 160), 300, 100.0, tolerance=0.05)
+    rates = [p["offered_rps"] for p in found.probes]
+    assert rates[:2] == [300, 150] and [p["outcome"] for p in found.probes][:2] == ["fail", "pass"]
+    assert 150 <= found.slo_max_rps <= 160 and found.slo_max_rps in rates
+    failing_above = min(r for r, p in zip(rates, found.probes, strict=True) if p["outcome"] == "fail")
+    assert (failing_above - found.slo_max_rps) <= 0.05 * failing_above
+    # Where saturation itself meets the SLO, it grows by 25% until a probe falls behind the offered load.
+    found = search_slo_max(_probe_at(330, lambda rate: 10.0), 300, 100.0)
+    assert [p["offered_rps"] for p in found.probes][:2] == [300, 375] and 300 <= found.slo_max_rps <= 330
+    # A p99 not reported (too few requests) never passes; no rate meeting the SLO gives None and says so.
+    found = search_slo_max(_probe_at(300, lambda rate: None), 300, 100.0)
+    assert found.slo_max_rps is None and "no rate down to" in found.note
+
+
+def test_a_probe_the_generator_could_not_drive_ends_the_search_as_a_lower_bound():
+    saturated = ["load generator saturated: a locust process used 97% of a core (limit 90%)"]
+    found = search_slo_max(_probe_at(1000, lambda rate: 5.0, lambda rate: saturated if rate > 320 else []),
+                           300, 100.0)
+    assert found.probes[-1]["outcome"] == "generator" and found.slo_max_rps == 300
+    assert "lower bound" in found.note
+
+
+def test_an_open_loop_step_that_achieves_under_95_percent_of_its_arrivals_is_invalid():
+    from loadtests.runner import target_result
+    from loadtests.targets import Target
+
+    cfg = RunConfig(run_id="x", rate=100.0, quiet=True)
+    raw = {"latencies_ms": [5.0] * 940, "lags_ms": [0.1] * 1000, "failures": {}, "dropped": 0, "arrivals": 1000,
+           "checked": 94, "window_s": 10.0, "cpu_percent": 10.0, "stop": "duration"}
+    result = target_result(cfg, Target("tf-grpc", "127.0.0.1", 1, {}), raw, None)
+    assert not result["valid"] and result["offered"]["measured_rps"] == 100.0
+    assert result["invalid_reasons"] == ["server fell behind the offered load: achieved 94.0 req/s, 94% of the "
+                                         "100.0 req/s offered (940 of 1000 arrivals answered; at least 95% needed)"]
+    raw["latencies_ms"] = [5.0] * 950
+    assert target_result(cfg, Target("tf-grpc", "127.0.0.1", 1, {}), raw, None)["valid"]
+
+
+def test_poisson_arrivals_are_exponential_seeded_and_independent_per_user():
+    gaps = list(itertools.islice(arrival_gaps("poisson", 0.01, seed=7, slot=3), 20000))
+    mean = statistics.fmean(gaps)
+    assert mean == pytest.approx(0.01, rel=0.03)
+    assert statistics.stdev(gaps) / mean == pytest.approx(1.0, rel=0.05)  # exponential: stdev equals the mean
+    assert gaps[:50] == list(itertools.islice(arrival_gaps("poisson", 0.01, seed=7, slot=3), 50))  # seeded
+    assert gaps[:50] != list(itertools.islice(arrival_gaps("poisson", 0.01, seed=7, slot=4), 50))  # own stream
+    assert gaps[:50] != list(itertools.islice(arrival_gaps("poisson", 0.01, seed=8, slot=3), 50))
+    assert list(itertools.islice(arrival_gaps("fixed", 0.01, seed=7, slot=3), 3)) == [0.01] * 3
 
 
 def test_dropped_arrivals_are_one_reason_and_not_requests():
