@@ -1,4 +1,4 @@
-"""Assemble the report from the results files and write index.html, report.md and the figure PNGs."""
+"""Assemble the report from the results files and write index.html, report.md, the figure PNGs and table CSVs."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from common.errors import UsageError
 from common.fsutil import publish, staging_dir
 from report import fmt
 from report.choose import choose_section
+from report.compare import RunComparison, comparison_section, run_comparison
+from report.csv_export import write_tables
 from report.doc import Document, Paragraph, Row, Section, Table
 from report.edge_report import edge_section
 from report.gpu_report import gpu_section
@@ -40,8 +42,15 @@ def _sources_section(results: Results) -> Section:
     return section
 
 
-def build_document(results: Results) -> Document:
-    """The report for these results; raises UsageError when there is nothing to compare."""
+def compare_with_baseline(results: Results, baseline: str, current: str | None) -> RunComparison:
+    """`--baseline RUN [--current RUN]`; current defaults to the run the verdict uses. UsageError on bad input."""
+    verdict = choose_verdict(results.sweeps, results.summaries, sweep_run_ids(results.sweeps))
+    return run_comparison(results, baseline, current, verdict.loaded if verdict else None)
+
+
+def build_document(results: Results, comparison: RunComparison | None = None) -> Document:
+    """The report for these results (with `comparison`, a section comparing two runs after the verdict);
+    raises UsageError when there is nothing to compare."""
     if not results.has_results:
         raise UsageError(NOTHING_TO_REPORT.format(where=results.root / "results")
                          + (f" ({len(results.unreadable)} results files unreadable: "
@@ -55,7 +64,8 @@ def build_document(results: Results) -> Document:
              "requests, a sweep target with no valid step) are shown with their reasons and excluded from every "
              "winner; each target is judged by its own results, never by another target's.",
              f"Artifacts root: {results.root}."]
-    sections = [verdict_section(results, verdict), edge_section(results.edge),
+    sections = [verdict_section(results, verdict),
+                *([comparison_section(comparison)] if comparison else []), edge_section(results.edge),
                 choose_section(results, verdict, [f"Training: {line}" for line in comparisons]),
                 sweep_section(results, verdict), runs_section(results, in_sweeps), gpu_section(results.gpu),
                 training_section(results.checkpoints, groups, comparisons),
@@ -64,7 +74,7 @@ def build_document(results: Results) -> Document:
 
 
 def write_report(document: Document, out: Path) -> list[Path]:
-    """Write index.html, report.md and figures/ into `out`, replacing the previous report as a whole."""
+    """Write index.html, report.md, figures/ and tables/ into `out`, replacing the previous report as a whole."""
     out = out.resolve()
     with staging_dir(out.parent) as scratch:
         staged = scratch / out.name
@@ -73,6 +83,7 @@ def write_report(document: Document, out: Path) -> list[Path]:
             (staged / figure_path(figure)).write_bytes(figure.png)
         (staged / "index.html").write_text(render_html(document), encoding="utf-8")
         (staged / "report.md").write_text(render_markdown(document), encoding="utf-8")
+        write_tables(document, staged)
         publish(staged, out)
     return [out / "index.html", out / "report.md"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from common.spread import MIN_REPEATS, Spread, differ
 from report import fmt
 from report.doc import Bullets, Paragraph, Section
 from report.edge_report import flag_points, flag_text
@@ -11,49 +12,76 @@ from report.verdict import TargetRow, Verdict, highest_throughput, lowest_latenc
 GENERATOR_LIMIT_SHARE = 0.8  # a target above this share of the generator's own ceiling may be measuring it
 
 
+NO_CLAIM = ("no measurable difference on this machine between {a} ({fa}) and {b} ({fb}): "
+            "{why}, so neither is named")
+
+
+def _why_no_claim(a: Spread, b: Spread) -> str:
+    if min(a.n, b.n) < MIN_REPEATS:
+        return f"fewer than {MIN_REPEATS} repeats"
+    return "their intervals overlap"
+
+
 def _latency_advice(verdict: Verdict) -> str:
-    best = lowest_latency(verdict.rows)
-    if best is None:
+    ranking = lowest_latency(verdict.rows)
+    if ranking is None:
         return "Low latency: no valid target has latency figures at a common load, so no winner."
-    others = sorted((r for r in verdict.rows if r.comparable and r is not best), key=lambda r: r.p99_ms)
-    runner = f"; next {others[0].target} at {fmt.ms(others[0].p99_ms)} ms" if others else ""
-    return (f"Low latency: choose {best.target} ({fmt.server(best.server)}): p99 {fmt.ms(best.p99_ms)} ms, "
-            f"p50 {fmt.ms(best.p50_ms)} ms at {verdict.load_label}{runner}.")
+    best, other = ranking.best, ranking.runner_up
+    if not ranking.claimed:
+        return "Low latency: " + NO_CLAIM.format(
+            a=best.target, fa=f"p99 {fmt.spread(best.p99, 2)} ms", b=other.target,
+            fb=f"p99 {fmt.spread(other.p99, 2)} ms", why=_why_no_claim(best.p99, other.p99)) + \
+            f" (at {verdict.load_label})."
+    runner = f"; next {other.target} at p99 {fmt.spread(other.p99, 2)} ms" if other else ""
+    return (f"Low latency: choose {best.target} ({fmt.server(best.server)}): p99 {fmt.spread(best.p99, 2)} ms, "
+            f"p50 {fmt.spread(best.p50, 2)} ms at {verdict.load_label}{runner}.")
+
+
+def _throughput_figure(row: TargetRow, basis: str) -> Spread | None:
+    return row.slo_max if basis == "slo" else row.saturation
 
 
 def _throughput_advice(verdict: Verdict) -> str:
-    best, basis = highest_throughput(verdict.rows)
-    if best is None:
+    ranking, basis = highest_throughput(verdict.rows)
+    if ranking is None:
         return "High throughput: no valid target has a throughput figure, so no winner."
+    best, other = ranking.best, ranking.runner_up
     if basis == "slo":
-        figure = f"{fmt.rps(best.slo_max_rps)} req/s within the p99 SLO of {verdict.slo_ms:g} ms"
+        unit = f"req/s within the p99 SLO of {verdict.slo_ms:g} ms"
     elif verdict.mode == "sweep":
-        figure = (f"{fmt.rps(best.saturation_rps)} req/s closed-loop saturation (no valid target stayed within "
-                  f"the p99 SLO of {verdict.slo_ms:g} ms in the sweep)")
+        unit = (f"req/s closed-loop saturation (no valid target stayed within the p99 SLO of {verdict.slo_ms:g} ms "
+                f"in the sweep)")
     else:
-        figure = f"{fmt.rps(best.saturation_rps)} req/s ({verdict.load_label}; no SLO sweep yet)"
-    return f"High throughput: choose {best.target} ({fmt.server(best.server)}): {figure}."
+        unit = f"req/s ({verdict.load_label}; no SLO sweep yet)"
+    if not ranking.claimed:
+        a, b = _throughput_figure(best, basis), _throughput_figure(other, basis)
+        return "High throughput: " + NO_CLAIM.format(a=best.target, fa=f"{fmt.spread(a)} {unit}", b=other.target,
+                                                     fb=f"{fmt.spread(b)} req/s", why=_why_no_claim(a, b)) + "."
+    return (f"High throughput: choose {best.target} ({fmt.server(best.server)}): "
+            f"{fmt.spread(_throughput_figure(best, basis))} {unit}.")
 
 
 def _framework_advice(verdict: Verdict) -> str | None:
     """Best TensorFlow target against best PyTorch target, on the same throughput basis as the winner."""
     _, basis = highest_throughput(verdict.rows)
-
-    def figure(row: TargetRow) -> float | None:
-        return row.slo_max_rps if basis == "slo" else row.saturation_rps
-
     best = {}
     for framework in ("tensorflow", "pytorch"):
-        rows = [r for r in verdict.rows if r.valid and r.kind.framework == framework and figure(r)]
-        best[framework] = max(rows, key=lambda r: (figure(r), r.target)) if rows else None
+        rows = [r for r in verdict.rows if r.valid and r.kind.framework == framework and _throughput_figure(r, basis)]
+        best[framework] = max(rows, key=lambda r: (_throughput_figure(r, basis).median, r.target)) if rows else None
     tf_row, torch_row = best["tensorflow"], best["pytorch"]
     if tf_row is None or torch_row is None:
         return None
-    ratio = figure(tf_row) / figure(torch_row)
-    leader = "TensorFlow's" if ratio >= 1 else "PyTorch's"
-    return (f"Framework against framework: {leader} best target leads; {tf_row.target} serves {ratio:.2f}x the "
-            f"throughput of {torch_row.target} ({fmt.rps(figure(tf_row))} against {fmt.rps(figure(torch_row))} "
-            f"req/s, {'SLO-bounded' if basis == 'slo' else 'saturation'}).")
+    tf_figure, torch_figure = _throughput_figure(tf_row, basis), _throughput_figure(torch_row, basis)
+    ratio = tf_figure.ratio_to(torch_figure)
+    figures = (f"{fmt.spread(tf_figure)} against {fmt.spread(torch_figure)} req/s, "
+               f"{'SLO-bounded' if basis == 'slo' else 'saturation'}")
+    if not differ(tf_figure, torch_figure):
+        return (f"Framework against framework: no measurable difference on this machine: {tf_row.target} against "
+                f"{torch_row.target}, {figures}; ratio {ratio.median:.2f}x [{ratio.low:.2f}-{ratio.high:.2f}] "
+                f"({_why_no_claim(tf_figure, torch_figure)}).")
+    leader = "TensorFlow's" if ratio.median >= 1 else "PyTorch's"
+    return (f"Framework against framework: {leader} best target leads; {tf_row.target} serves {ratio.median:.2f}x "
+            f"[{ratio.low:.2f}-{ratio.high:.2f}] the throughput of {torch_row.target} ({figures}).")
 
 
 def _edge_advice(edge: Loaded | None) -> str:
@@ -102,7 +130,7 @@ def _validity_caveats(verdict: Verdict) -> list[str]:
     invalid = [r for r in verdict.rows if not r.valid]
     lines = [f"Excluded from every winner above: {r.target} is INVALID ({'; '.join(r.reasons)})." for r in invalid]
     if verdict.mode == "sweep" and verdict.common_load is None:
-        lines.append("The valid targets share no offered load, so latency is not compared.")
+        lines.append("No target has an SLO maximum, so there is no common load and latency is not compared.")
     return lines
 
 

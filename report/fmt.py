@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from common.spread import Spread
+
 MISSING = "—"
 
 
@@ -18,6 +20,15 @@ def rps(value: float | None) -> str:
 
 def ms(value: float | None) -> str:
     return number(value, 2)
+
+
+def spread(figure: Spread | None, digits: int = 1) -> str:
+    """'795.5 [780.0-801.3]': the median over the repeats, then their min-max; '—' when not measured."""
+    if figure is None:
+        return MISSING
+    if figure.n == 1:
+        return number(figure.median, digits)
+    return f"{number(figure.median, digits)} [{number(figure.low, digits)}-{number(figure.high, digits)}]"
 
 
 def percent(fraction: float | None, digits: int = 1) -> str:

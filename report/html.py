@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from html import escape
 
+from report.csv_export import csv_path
 from report.doc import Bullets, Document, Figure, Paragraph, Section, Table
 
 STYLE = """
@@ -19,7 +20,7 @@ th { background: #f0f0f0; }
 tr.invalid td { background: #fde8e8; color: #8a1111; }
 p.note { background: #fff7d6; border-left: 4px solid #e0b000; padding: 0.5em 0.8em; }
 p.invalid { background: #fde8e8; border-left: 4px solid #d62728; padding: 0.5em 0.8em; font-weight: bold; }
-.sources, .provenance { font-size: 0.85em; color: #444; }
+.sources, .provenance, p.csv { font-size: 0.85em; color: #444; }
 figure { margin: 1.5em 0; }
 figure img { display: block; max-width: 100%; height: auto; border: 1px solid #ddd; }
 figcaption { font-size: 0.8em; color: #444; }
@@ -39,8 +40,10 @@ def _table(block: Table) -> str:
     head = "".join(f"<th>{escape(column)}</th>" for column in block.columns)
     body = "".join(('<tr class="invalid">' if row.invalid else "<tr>")
                    + "".join(f"<td>{escape(c)}</td>" for c in row.cells) + "</tr>" for row in block.rows)
+    csv = escape(csv_path(block))
     return (f'<table id="table-{escape(block.id)}"><caption>{escape(block.caption)}</caption>'
-            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+            f'<p class="csv">CSV: <a href="{csv}">{csv}</a></p>')
 
 
 def _figure(block: Figure) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from report.csv_export import csv_path
 from report.doc import Bullets, Document, Figure, Paragraph, Section, Table
 
 
@@ -26,6 +27,7 @@ def _table(block: Table) -> str:
     lines = [f"*{block.caption}*", "", "| " + " | ".join(_cell(c) for c in block.columns) + " |",
              "|" + "|".join(" --- " for _ in block.columns) + "|"]
     lines += ["| " + " | ".join(_cell(c) for c in row.cells) + " |" for row in block.rows]
+    lines += ["", f"CSV: [{csv_path(block)}]({csv_path(block)})"]
     return "\n".join(lines)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from common.spread import Spread
 from common.targets import ordered
 from report import fmt, plots
 from report.doc import Figure, Paragraph, Row, Section, Table
@@ -14,8 +15,8 @@ from report.verdict import Verdict
 NOT_MEASURED_SERVING = ("not measured yet: run `make sweep` (SLO sweep, open loop) or `make loadtest` "
                         "(one closed-loop run) with both servers deployed")
 VERDICT_COLUMNS = ["target", "server", "SLO max req/s", "saturation req/s", "offered req/s", "p50 ms", "p99 ms",
-                   "failures", "% of in-process ceiling", "status"]
-CEILING_COLUMN = VERDICT_COLUMNS[-2]
+                   "failures", "% of in-process ceiling", "cold start s", "status"]
+CEILING_COLUMN = VERDICT_COLUMNS[-3]
 
 
 def sweep_run_ids(sweeps: list[Loaded]) -> set[str]:
@@ -23,7 +24,7 @@ def sweep_run_ids(sweeps: list[Loaded]) -> set[str]:
     ids = set()
     for sweep in sweeps:
         for entry in sweep.data["targets"].values():
-            for key in ("steps", "knob_grid", "batch_sizes"):
+            for key in ("steps", "knob_grid", "batch_sizes", "saturation_runs"):
                 ids.update(item["run_id"] for item in entry[key])
     return ids
 
@@ -34,14 +35,19 @@ def servers_of(loaded: Loaded) -> dict[str, dict[str, Any]]:
 
 
 def verdict_table(verdict: Verdict) -> Table:
-    rows = [Row([r.target, fmt.server(r.server), fmt.rps(r.slo_max_rps), fmt.rps(r.saturation_rps),
-                 fmt.rps(r.offered_rps), fmt.ms(r.p50_ms), fmt.ms(r.p99_ms), fmt.integer(r.failures),
-                 fmt.percent(r.ceiling_fraction), fmt.status(r.valid, r.reasons)], invalid=not r.valid)
+    rows = [Row([r.target, fmt.server(r.server), fmt.spread(r.slo_max), fmt.spread(r.saturation),
+                 fmt.rps(r.offered_rps), fmt.spread(r.p50, 2), fmt.spread(r.p99, 2), fmt.integer(r.failures),
+                 fmt.percent(r.ceiling_fraction), fmt.number(r.server.get("cold_start_s")),
+                 fmt.status(r.valid, r.reasons)], invalid=not r.valid)
             for r in verdict.rows]
-    slo = f"SLO max = highest valid step throughput with p99 <= {verdict.slo_ms:g} ms and no failures; " \
-        if verdict.slo_ms is not None else "SLO max needs a sweep (`make sweep`); "
-    failures = "failures summed over all steps" if verdict.mode == "sweep" else "failures in the run"
-    caption = (f"Verdict at {verdict.load_label}. {slo}saturation = closed-loop throughput; {failures}; "
+    slo = (f"SLO max = the highest offered rate whose probe met p99 <= {verdict.slo_ms:g} ms (valid, >= 95% of the "
+           f"offered load achieved), found by search in each repeat; " if verdict.slo_ms is not None
+           else "SLO max needs a sweep (`make sweep`); ")
+    saturation = ("saturation = the highest throughput reached in each repeat (closed loop or a valid probe)"
+                  if verdict.mode == "sweep" else "saturation = the run's throughput")
+    failures = "failures summed over all runs" if verdict.mode == "sweep" else "failures in the run"
+    caption = (f"Verdict at {verdict.load_label}. Figures are median [min-max] over the repeats. {slo}{saturation}; "
+               f"{failures}; cold start = deploy to the first correct answer; "
                f"{CEILING_COLUMN} = saturation throughput as a share of the same model's in-process throughput "
                f"({'; '.join(sorted({f'{r.target}: {r.ceiling_note}' for r in verdict.rows}))}).")
     return Table("verdict", caption, VERDICT_COLUMNS, rows)
@@ -84,12 +90,15 @@ def _rows(targets: dict[str, Any], key: str, sort_key: str | None, cells) -> lis
 
 
 def _steps_table(targets: dict[str, Any]) -> Table:
-    rows = _rows(targets, "steps", "offered_rps", lambda _, s: [
-        fmt.rps(s["offered_rps"]), fmt.rps(s["throughput_rps"]), fmt.ms(s["latency_ms"]["p50"]),
-        fmt.ms(s["latency_ms"]["p99"]), fmt.integer(s["failures"])])
-    return Table("sweep-steps", "Every open-loop step with each target's best knobs.",
-                 ["target", "offered req/s", "throughput req/s", "p50 ms", "p99 ms", "failures", "status", "run id"],
-                 rows)
+    rows = _rows(targets, "steps", None, lambda _, s: [
+        fmt.integer(s["repeat"]), s["purpose"], fmt.rps(s["offered_rps"]), fmt.rps(s["throughput_rps"]),
+        fmt.ms(s["latency_ms"]["p50"]), fmt.ms(s["latency_ms"]["p99"]),
+        fmt.integer(s["latency_ms"].get("samples")), fmt.integer(s["failures"]), s.get("outcome", "")])
+    return Table("sweep-steps", "Every open-loop run with each target's best knobs, in the order measured: the SLO "
+                 "searches' probes (outcome: met the SLO, missed it, or the generator could not drive it), then the "
+                 "runs at the common load. A p99 needs 1,000 requests; with fewer it is not reported.",
+                 ["target", "repeat", "purpose", "offered req/s", "throughput req/s", "p50 ms", "p99 ms", "requests",
+                  "failures", "outcome", "status", "run id"], rows)
 
 
 def _batch_table(targets: dict[str, Any]) -> Table:
@@ -111,6 +120,46 @@ def _knob_table(targets: dict[str, Any]) -> Table:
                  ["target", "knobs", "requests/s", "p99 ms", "chosen", "status", "run id"], rows)
 
 
+SERVER_SIDE_COLUMNS = ["target", "run", "server CPU % mean", "CPU % max", "RSS MiB start", "RSS MiB end",
+                       "queue ms", "inference ms", "mean batch", "batch sizes (batches)", "not available"]
+
+
+def _server_side_cells(side: dict[str, Any] | None) -> list[str]:
+    if not side:
+        return [fmt.MISSING] * 8 + ["not recorded"]
+    cpu, rss, batch = side["cpu_percent"] or {}, side["rss_mib"] or {}, side["batch_size"] or {}
+    histogram = batch.get("histogram") or {}
+    sizes = ", ".join(f"{size}: {count}" for size, count in sorted(histogram.items(), key=lambda kv: int(kv[0])))
+    return [fmt.number(cpu.get("mean")), fmt.number(cpu.get("max")), fmt.number(rss.get("start")),
+            fmt.number(rss.get("end")), fmt.ms(side["queue_ms_mean"]), fmt.ms(side["inference_ms_mean"]),
+            fmt.number(batch.get("mean"), 2), sizes or fmt.MISSING, "; ".join(side["unavailable"]) or ""]
+
+
+def server_side_table(items: list[tuple[str, str, dict[str, Any] | None]], where: str) -> Table:
+    """What each server did during each run (target, run label, server_side as loadtests/server_stats.py writes it)."""
+    rows = [Row([target, label, *_server_side_cells(side)]) for target, label, side in items]
+    return Table(f"server-side-{where}", "The server's side of each steady window: CPU (100% = one core) and RSS "
+                 "summed over its processes (psutil), queue and inference time per request and the batch sizes it "
+                 "ran, from the server's own metrics (TorchServe's metrics API, the drop-in's Prometheus page).",
+                 SERVER_SIDE_COLUMNS, rows)
+
+
+def _sweep_server_side(targets: dict[str, Any]) -> Table:
+    return server_side_table([(target, f"saturation, repeat {run['repeat']}", run.get("server_side"))
+                              for target, entry in targets.items() for run in entry["saturation_runs"]], "sweep")
+
+
+def _method(sweep: dict[str, Any]) -> str:
+    method = sweep["method"]
+    order = "; ".join(", ".join(turn) for turn in method["order"])
+    return (f"Method: {method['repeats']} independent repeats of every verdict figure, a fresh locust process for "
+            f"each run; within a repeat the targets take turns (orders: {order}). Saturation: closed loop, "
+            f"{method['users']} users. SLO maximum: per repeat, a search from the saturation rate (bracket, then "
+            f"bisect to within {method['tolerance']:.0%}); each probe open loop with {method['arrivals']} arrivals, "
+            f"long enough for at least {method['min_requests']:,} requests; a probe is invalid when it achieves less "
+            f"than 95% of the load offered, drops arrivals or fails requests.")
+
+
 def sweep_section(results: Results, verdict: Verdict | None) -> Section:
     section = Section("sweep", "SLO sweep: latency against load, throughput against batch size")
     if not results.sweeps:
@@ -122,7 +171,7 @@ def sweep_section(results: Results, verdict: Verdict | None) -> Section:
     section.sources.append(loaded.source.describe())
     section.provenance = run_provenance(loaded, servers)
     calibration = sweep["calibration"]
-    section.add(Paragraph(
+    section.add(Paragraph(_method(sweep)), Paragraph(
         f"Generator ceiling on this machine (trivial local endpoints, {calibration['users']} users): "
         f"REST {fmt.rps(calibration['rest_rps'])} req/s, gRPC {fmt.rps(calibration['grpc_rps'])} req/s. "
         f"A target near these figures measures the generator, not the server."))
@@ -134,7 +183,7 @@ def sweep_section(results: Results, verdict: Verdict | None) -> Section:
         _steps_table(targets),
         Figure("throughput-vs-batch", "Throughput against batch size", plots.throughput_vs_batch(targets, footer),
                footer),
-        _batch_table(targets), _knob_table(targets))
+        _batch_table(targets), _knob_table(targets), _sweep_server_side(targets))
     return section
 
 
@@ -146,8 +195,9 @@ def _run_rows(loaded: Loaded) -> list[Row]:
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(result["failures_by_kind"].items()))
         generator = result["generator"]
         rows.append(Row([run["run_id"], run["created"], f"{run['mode']}, {run['load']['users']} users", target,
-                         fmt.server(result["server"]), fmt.rps(result["throughput_rps"]),
-                         fmt.ms(result["latency_ms"]["p50"]), fmt.ms(result["latency_ms"]["p99"]),
+                         fmt.server(result["server"]), fmt.spread(Spread.from_json(result["spread"]["throughput_rps"])),
+                         fmt.spread(Spread.from_json(result["spread"]["p50_ms"]), 2),
+                         fmt.spread(Spread.from_json(result["spread"]["p99_ms"]), 2),
                          fmt.integer(result["failures"]) + (f" ({kinds})" if kinds else ""),
                          fmt.number(generator["cpu_percent"], 0) + ("% SATURATED" if generator["saturated"] else "%"),
                          fmt.percent((result["ceiling"] or {}).get("fraction")),
@@ -169,6 +219,11 @@ def runs_section(results: Results, in_sweeps: set[str]) -> Section:
         section.add(Paragraph(f"{len(results.summaries) - len(standalone)} step runs of the sweep are summarised in "
                               "the sweep tables, not repeated here."))
     rows = [row for loaded in standalone for row in _run_rows(loaded)]
-    return section.add(Table("runs", "Every standalone run, newest first; invalid runs and targets are labelled.",
+    sides = [(target, f"{loaded.data['run_id']}, repeat {repeat['repeat']}", repeat.get("server_side"))
+             for loaded in standalone for target in ordered(loaded.data["targets"])
+             for repeat in loaded.data["targets"][target]["repeats"]]
+    return section.add(Table("runs", "Every standalone run, newest first; req/s, p50 and p99 as median [min-max] "
+                             "over the run's repeats; invalid runs and targets are labelled.",
                              ["run id", "created", "load", "target", "server", "req/s", "p50 ms", "p99 ms",
-                              "failures", "generator CPU", CEILING_COLUMN, "status"], rows))
+                              "failures", "generator CPU", CEILING_COLUMN, "status"], rows),
+                       server_side_table(sides, "runs"))

@@ -1,16 +1,15 @@
-"""The serving verdict computed from the numbers: the common offered load, each target's row, the winners.
+"""The serving verdict computed from the numbers: each target's figures with their spreads, and the winners.
 
-Common offered load: the largest offered load L, taken from the valid steps of
-the valid targets, at which every valid target has a valid step whose offered
-load is within COMMON_LOAD_TOLERANCE of L. Each target's p50/p99 "at L" come
-from its step nearest to L. Invalid targets do not constrain L (a saturated
-generator must not pull the comparison down) and never win; they are shown
-with their nearest step, labelled INVALID.
+Every figure that can decide something (SLO maximum, saturation, p50/p99 at the
+common load) comes with its spread over the repeats that measured it
+(common/spread.py). A winner is named only where its interval and the
+runner-up's do not overlap, each resting on >= 3 repeats; otherwise the verdict
+says there is no measurable difference on this machine, and gives both.
 
-Each target is judged by its own figures only: a sweep target by its steps, a
-run's target by its own result. The file-level `valid` flag of summary.json and
-sweep.json is built from those same targets (a run is invalid when any target
-is), so it never voids the other targets.
+From a sweep, p50/p99 are compared at the sweep's common load: the lowest SLO
+maximum any search of any target found, where every target was loaded again in
+repeats. Invalid targets (an invalid saturation or common-load run) never win;
+they are shown with their figures, labelled INVALID.
 """
 
 from __future__ import annotations
@@ -18,24 +17,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.spread import Spread, differ
 from common.targets import Target, ordered, target_named
 from report import fmt
 from report.load import Loaded
 
-COMMON_LOAD_TOLERANCE = 0.10
-
 
 @dataclass
 class TargetRow:
-    """One target in the verdict table."""
+    """One target in the verdict table: each figure a Spread over its repeats (None: not measured)."""
 
     target: str
     server: dict[str, Any]
-    slo_max_rps: float | None
-    saturation_rps: float | None
-    offered_rps: float | None  # the step (or run) the latency columns come from
-    p50_ms: float | None
-    p99_ms: float | None
+    slo_max: Spread | None
+    saturation: Spread | None
+    offered_rps: float | None  # the load the latency figures were measured at (None: closed loop)
+    p50: Spread | None
+    p99: Spread | None
     failures: int
     ceiling_fraction: float | None
     ceiling_note: str
@@ -43,9 +41,25 @@ class TargetRow:
     reasons: list[str] = field(default_factory=list)
 
     @property
+    def slo_max_rps(self) -> float | None:
+        return self.slo_max.median if self.slo_max else None
+
+    @property
+    def saturation_rps(self) -> float | None:
+        return self.saturation.median if self.saturation else None
+
+    @property
+    def p50_ms(self) -> float | None:
+        return self.p50.median if self.p50 else None
+
+    @property
+    def p99_ms(self) -> float | None:
+        return self.p99.median if self.p99 else None
+
+    @property
     def comparable(self) -> bool:
-        """Eligible to win: a valid target whose latency figures come from a valid step."""
-        return self.valid and self.p99_ms is not None
+        """Eligible to win on latency: a valid target with a p99."""
+        return self.valid and self.p99 is not None
 
     @property
     def kind(self) -> Target:
@@ -57,7 +71,7 @@ class TargetRow:
 class Verdict:
     """The verdict table's rows and what they were measured at."""
 
-    mode: str  # "sweep" or "closed"
+    mode: str  # "sweep", "closed" or "open"
     loaded: Loaded
     rows: list[TargetRow]
     common_load: float | None
@@ -69,81 +83,64 @@ class Verdict:
         return {row.target for row in self.rows if not row.valid}
 
 
-def _within(step: dict[str, Any], load: float) -> bool:
-    return abs(step["offered_rps"] - load) <= COMMON_LOAD_TOLERANCE * load
+@dataclass(frozen=True)
+class Ranking:
+    """The best target on one figure, the runner-up, and whether the lead may be claimed."""
+
+    best: TargetRow
+    runner_up: TargetRow | None
+    claimed: bool  # intervals apart, each from >= 3 repeats (a lone candidate is claimed as the only one)
 
 
-def nearest_step(steps: list[dict[str, Any]], load: float, valid_only: bool) -> dict[str, Any] | None:
-    """The step nearest to `load` within the tolerance (ties go to the lower load)."""
-    near = [s for s in steps if _within(s, load) and (s["valid"] or not valid_only)]
-    return min(near, key=lambda s: (abs(s["offered_rps"] - load), s["offered_rps"])) if near else None
-
-
-def common_load(steps_by_target: dict[str, list[dict[str, Any]]]) -> float | None:
-    """The largest valid-step offered load that every target matches with a valid step (see module doc)."""
-    candidates = sorted({s["offered_rps"] for steps in steps_by_target.values() for s in steps if s["valid"]},
-                        reverse=True)
-    for load in candidates:
-        if all(nearest_step(steps, load, valid_only=True) for steps in steps_by_target.values()):
-            return load
-    return None
-
-
-def sweep_target_reasons(entry: dict[str, Any]) -> list[str]:
-    """Why a sweep target cannot count, from its own steps: it has no valid step."""
-    return [] if any(step["valid"] for step in entry["steps"]) else ["no valid step"]
-
-
-def _ceiling(ceiling: dict[str, Any] | None) -> tuple[float | None, str]:
-    """The recorded fraction of the in-process ceiling (both writers record it with in_process_rps)."""
+def _ceiling(ceiling: dict[str, Any] | None, fraction: float | None = None) -> tuple[float | None, str]:
+    """The fraction of the in-process ceiling (both writers record it with in_process_rps)."""
     if not ceiling:
         return None, "no in-process ceiling recorded"
     runtime = f", {ceiling['runtime']}" if ceiling.get("runtime") else ""
-    return ceiling.get("fraction"), f"of {fmt.rps(ceiling.get('in_process_rps'))} req/s in process{runtime}"
-
-
-def _step_reason(step: dict[str, Any]) -> str:
-    why = "; ".join(step.get("invalid_reasons", [])) or "no reason recorded"
-    return f"step at {step['offered_rps']:,.1f} req/s invalid: {why}"
+    return (fraction if fraction is not None else ceiling.get("fraction"),
+            f"of {fmt.rps(ceiling.get('in_process_rps'))} req/s in process{runtime}")
 
 
 def verdict_from_sweep(loaded: Loaded) -> Verdict:
-    """Verdict rows from an SLO sweep, latency at the common offered load."""
+    """Verdict rows from an SLO sweep, latency at its common load."""
     sweep = loaded.data
-    reasons_of = {t: sweep_target_reasons(e) for t, e in sweep["targets"].items()}
-    load = common_load({t: e["steps"] for t, e in sweep["targets"].items() if not reasons_of[t]})
+    load = sweep["common_load_rps"]
     rows = []
     for target in ordered(sweep["targets"]):
         entry = sweep["targets"][target]
-        step = nearest_step(entry["steps"], load, valid_only=not reasons_of[target]) if load is not None else None
-        reasons = reasons_of[target] + ([_step_reason(step)] if step and not step["valid"] else [])
+        at_load = entry["at_common_load"] or {}
+        reasons = entry["invalid_reasons"]
         fraction, note = _ceiling(entry["ceiling"])
         rows.append(TargetRow(
-            target=target, server=entry["server"], slo_max_rps=entry["slo_max_rps"],
-            saturation_rps=entry["saturation_rps"], offered_rps=step["offered_rps"] if step else None,
-            p50_ms=step["latency_ms"]["p50"] if step else None, p99_ms=step["latency_ms"]["p99"] if step else None,
-            failures=sum(s["failures"] for s in entry["steps"]), ceiling_fraction=fraction, ceiling_note=note,
-            valid=not reasons, reasons=reasons))
-    label = (f"{load:,.1f} req/s offered (open loop; each target's nearest step within "
-             f"{COMMON_LOAD_TOLERANCE:.0%})" if load is not None else "no offered load common to all valid targets")
+            target=target, server=entry["server"], slo_max=Spread.from_json(entry["slo_max"]),
+            saturation=Spread.from_json(entry["saturation"]), offered_rps=at_load.get("offered_rps"),
+            p50=Spread.from_json(at_load.get("p50_ms")), p99=Spread.from_json(at_load.get("p99_ms")),
+            failures=sum(s["failures"] for s in entry["steps"]) + sum(r["failures"] for r in entry["saturation_runs"]),
+            ceiling_fraction=fraction, ceiling_note=note, valid=not reasons, reasons=reasons))
+    repeats = sweep["method"]["repeats"]
+    label = (f"{load:,.1f} req/s offered (open loop, Poisson arrivals; the lowest SLO maximum found; "
+             f"{repeats} repeats per target)" if load is not None else "no common load: no target has an SLO maximum")
     return Verdict("sweep", loaded, rows, load, label, sweep["slo_ms"])
 
 
 def verdict_from_run(loaded: Loaded) -> Verdict:
-    """Fallback without a sweep: one load-test run, every target at the run's own load."""
+    """Fallback without a sweep: one load-test run, every target at the run's own load, over its repeats."""
     run = loaded.data
     rows = []
     for target in ordered(run["targets"]):
         result = run["targets"][target]
+        spread = result["spread"]
         fraction, note = _ceiling(result["ceiling"])
         rows.append(TargetRow(
-            target=target, server=result["server"], slo_max_rps=None, saturation_rps=result["throughput_rps"],
-            offered_rps=result["offered"]["rate_rps"], p50_ms=result["latency_ms"]["p50"],
-            p99_ms=result["latency_ms"]["p99"], failures=result["failures"], ceiling_fraction=fraction,
-            ceiling_note=note, valid=result["valid"], reasons=list(result["invalid_reasons"])))
+            target=target, server=result["server"], slo_max=None,
+            saturation=Spread.from_json(spread["throughput_rps"]), offered_rps=result["offered"]["rate_rps"],
+            p50=Spread.from_json(spread["p50_ms"]), p99=Spread.from_json(spread["p99_ms"]),
+            failures=result["failures"], ceiling_fraction=fraction, ceiling_note=note, valid=result["valid"],
+            reasons=list(result["invalid_reasons"])))
     users = run["load"]["users"]
     label = (f"{run['mode']} loop, {users} users" +
-             (f", {run['load']['rate_rps']:,.1f} req/s offered" if run["load"]["rate_rps"] else ""))
+             (f", {run['load']['rate_rps']:,.1f} req/s offered" if run["load"]["rate_rps"] else "") +
+             f", {run['repeats']['count']} repeats")
     return Verdict("closed" if run["mode"] == "closed" else "open", loaded, rows, None, label, None)
 
 
@@ -157,19 +154,24 @@ def choose_verdict(sweeps: list[Loaded], summaries: list[Loaded], sweep_run_ids:
     return verdict_from_run(chosen) if chosen else None
 
 
-def lowest_latency(rows: list[TargetRow]) -> TargetRow | None:
-    candidates = [r for r in rows if r.comparable]
+def rank(rows: list[TargetRow], figure, higher_is_better: bool) -> Ranking | None:
+    """The best valid target on `figure(row) -> Spread | None` (by median), and whether its lead can be claimed."""
+    candidates = [r for r in rows if r.valid and figure(r) is not None]
     if not candidates:
         return None
-    return min(candidates, key=lambda r: (r.p99_ms, r.p50_ms is None, r.p50_ms or 0.0, r.target))
+    ordered_rows = sorted(candidates, key=lambda r: (figure(r).median, r.target), reverse=higher_is_better)
+    best, runner_up = ordered_rows[0], (ordered_rows[1] if len(ordered_rows) > 1 else None)
+    claimed = runner_up is None or differ(figure(best), figure(runner_up))
+    return Ranking(best, runner_up, claimed)
 
 
-def highest_throughput(rows: list[TargetRow]) -> tuple[TargetRow | None, str]:
-    """Highest SLO-bounded throughput; the saturation throughput when no target has an SLO figure."""
-    valid = [r for r in rows if r.valid]
-    if any(r.slo_max_rps is not None for r in valid):
-        best = max((r for r in valid if r.slo_max_rps is not None), key=lambda r: (r.slo_max_rps, r.target))
-        return best, "slo"
-    with_saturation = [r for r in valid if r.saturation_rps is not None]
-    best = max(with_saturation, key=lambda r: (r.saturation_rps, r.target)) if with_saturation else None
-    return best, "saturation"
+def lowest_latency(rows: list[TargetRow]) -> Ranking | None:
+    """Lowest p99 at the common load (or the run's load)."""
+    return rank(rows, lambda r: r.p99, higher_is_better=False)
+
+
+def highest_throughput(rows: list[TargetRow]) -> tuple[Ranking | None, str]:
+    """Highest SLO maximum; the saturation throughput when no valid target has an SLO figure."""
+    if any(r.valid and r.slo_max is not None for r in rows):
+        return rank(rows, lambda r: r.slo_max, higher_is_better=True), "slo"
+    return rank(rows, lambda r: r.saturation, higher_is_better=True), "saturation"

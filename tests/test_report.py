@@ -1,10 +1,10 @@
 """The comparison report (python -m report), built from recorded results fixtures.
 
-tests/fixtures/results/ is an artifacts root: results/ holds an SLO sweep (four targets, one
-INVALID step in tf-rest, every torch-grpc step INVALID with a saturated generator, so the sweep
-file marks itself invalid as loadtests/sweep.py would), a closed-loop run with an INVALID
-target, edge.json with one flagged format; checkpoints/ holds a torch and a tf training run of
-the tiny profile. The numbers are distinctive so each one can only land in one cell.
+tests/fixtures/results/ is an artifacts root: results/ holds an SLO sweep (four targets, three
+repeats each: one INVALID probe in tf-rest, every torch-grpc run INVALID with a saturated
+generator, so the sweep file marks itself invalid as loadtests/sweep.py would), a closed-loop run
+of three repeats with an INVALID target, edge.json with one flagged format; checkpoints/ holds a
+torch and a tf training run of the tiny profile. The numbers are distinctive so each one can only land in one cell.
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from pathlib import Path
 import pytest
 
 from common.schemas import row_fields, schema, schema_errors
+from common.spread import Spread
 from edge.evaluate import EdgeResult
-from loadtests.sweep import knee, slo_max
+from loadtests.sweep import common_load, target_reasons
 from report.build import build_document, write_report
 from report.load import load_results
-from report.verdict import common_load, verdict_from_sweep
+from report.verdict import verdict_from_sweep
 from serving.gpu_bench import Row as GpuRow
 from tests.conftest import run_module
 
@@ -125,21 +126,30 @@ def test_fixture_sweep_holds_only_what_the_writer_computes():
     target_keys = set(schema("sweep")["properties"]["targets"]["additionalProperties"]["required"])
     for name, entry in sweep["targets"].items():
         assert set(entry) == target_keys, name  # loadtests/sweep.py writes exactly these, no target-level valid
-        assert entry["knee_rps"] == knee(entry["steps"]), name
-        assert entry["slo_max_rps"] == slo_max(entry["steps"], sweep["slo_ms"]), name
+        found = [search["slo_max_rps"] for search in entry["searches"]]
+        assert entry["slo_max"] == (Spread.of(found).as_json() if any(found) else None), name
+        assert entry["slo_max_rps"] == (Spread.of(found).median if any(found) else None), name
+    assert sweep["common_load_rps"] == common_load({n: Spread.from_json(e["slo_max"])
+                                                    for n, e in sweep["targets"].items()}) == 390.2
     assert all(not s["valid"] and s["invalid_reasons"] == [SATURATED] for s in sweep["targets"]["torch-grpc"]["steps"])
-    assert (sweep["valid"], sweep["invalid_reasons"]) == (False, ["torch-grpc: no valid step within the SLO"])
+    assert not sweep["valid"] and sweep["invalid_reasons"] == ["torch-grpc: no SLO maximum found"] + [
+        f"torch-grpc: {reason}" for reason in sweep["targets"]["torch-grpc"]["invalid_reasons"]]
+    assert sweep["targets"]["torch-grpc"]["invalid_reasons"] == target_reasons(sweep["targets"]["torch-grpc"])
 
 
 def test_verdict_table_holds_the_sweep_numbers(built):
     document, _ = built
     rows = rows_by(document.tables()["verdict"])
     assert list(rows) == ["tf-rest", "tf-grpc", "torch-rest", "torch-grpc"]
-    expected = {  # target: (SLO max, saturation, offered, p50, p99, failures, ceiling)
-        "tf-rest": ("398.7", "655.3", "400.0", "5.93", "21.40", "12", "31.2%"),
-        "tf-grpc": ("795.5", "1,012.4", "400.0", "4.10", "14.20", "0", "48.2%"),
-        "torch-rest": ("408.3", "744.0", "410.0", "7.77", "33.30", "0", "35.4%"),
-        "torch-grpc": ("—", "2,950.0", "400.0", "1.11", "2.22", "0", "98.3%"),
+    expected = {  # target: (SLO max, saturation, offered, p50, p99, failures, ceiling), median [min-max]
+        "tf-rest": ("398.7 [390.2-405.5]", "655.3 [640.1-670.2]", "390.2", "5.93 [5.80-6.10]",
+                    "21.40 [20.90-22.80]", "12", "31.2%"),
+        "tf-grpc": ("795.5 [780.0-801.3]", "1,012.4 [990.0-1,030.8]", "390.2", "4.10 [4.00-4.30]",
+                    "14.20 [13.90-14.80]", "0", "48.2%"),
+        "torch-rest": ("408.3 [400.9-415.0]", "744.0 [730.0-760.5]", "390.2", "7.77 [7.50-8.00]",
+                       "33.30 [31.00-35.20]", "0", "35.4%"),
+        "torch-grpc": ("—", "2,950.0 [2,900.0-3,010.0]", "390.2", "1.11 [1.05-1.20]", "2.22 [2.10-2.40]", "0",
+                       "98.3%"),
     }
     columns = ["SLO max req/s", "saturation req/s", "offered req/s", "p50 ms", "p99 ms", "failures",
                "% of in-process ceiling"]
@@ -147,7 +157,7 @@ def test_verdict_table_holds_the_sweep_numbers(built):
         assert tuple(rows[target][c] for c in columns) == values, target
     assert rows["tf-rest"]["server"] == "tf-serving-dropin 0.1.0 (drop-in, not the official binary)"
     assert rows["torch-rest"]["server"] == "torchserve 0.12.0 (official)"
-    assert "410.0 req/s offered" in document.tables()["verdict"].caption
+    assert "390.2 req/s offered" in document.tables()["verdict"].caption
 
 
 def test_rendered_tables_equal_the_model(built):
@@ -161,15 +171,12 @@ def test_rendered_tables_equal_the_model(built):
             assert "| " + " | ".join(c.replace("|", "\\|") for c in row.cells) + " |" in markdown
 
 
-def test_common_load_is_the_largest_load_every_valid_target_matches_within_ten_percent():
-    def step(offered, valid=True):
-        return {"offered_rps": offered, "valid": valid}
-
-    assert common_load({"a": [step(100), step(400)], "b": [step(100), step(410)]}) == 410
-    assert common_load({"a": [step(100), step(800, valid=False)], "b": [step(100), step(800)]}) == 100
-    assert common_load({"a": [step(100)], "b": [step(200)]}) is None
+def test_latency_is_compared_at_the_lowest_slo_maximum_any_search_found():
+    assert common_load({"a": Spread.of([400, 390, 410]), "b": Spread.of([800, 780, 820]), "c": None}) == 390
+    assert common_load({"a": None}) is None
     verdict = verdict_from_sweep(load_results(FIXTURES).sweeps[0])
-    assert verdict.common_load == 410  # tf-rest's 800 req/s step is INVALID, so 800 is not common
+    assert verdict.common_load == 390.2  # tf-rest's second search; torch-grpc (no SLO maximum) does not count
+    assert {row.offered_rps for row in verdict.rows} == {390.2}
 
 
 def test_edge_table_holds_edge_json_numbers(built):
@@ -219,30 +226,35 @@ def test_training_table_compares_both_trainers(built):
 def test_invalid_runs_steps_and_targets_are_labelled(built):
     document, out = built
     tables = document.tables()
-    steps = {(r.cells[0], r.cells[1]): r for r in tables["sweep-steps"].rows}
-    assert steps[("tf-rest", "800.0")].invalid
-    assert steps[("tf-rest", "800.0")].cells[6] == "INVALID: 12 failed requests: HTTP 503 12"
-    assert not steps[("tf-rest", "400.0")].invalid
-    assert steps[("torch-grpc", "400.0")].cells[6] == f"INVALID: {SATURATED}"
-    assert rows_by(tables["verdict"])["torch-grpc"]["status"] == \
-        f"INVALID: no valid step; step at 400.0 req/s invalid: {SATURATED}"
+    columns = tables["sweep-steps"].columns
+    steps = {tuple(r.cells[columns.index(c)] for c in ("target", "repeat", "offered req/s")): r
+             for r in tables["sweep-steps"].rows}
+    first_probe = steps[("tf-rest", "1", "655.3")]
+    assert first_probe.invalid and first_probe.cells[columns.index("outcome")] == "fail"
+    assert first_probe.cells[columns.index("status")] == "INVALID: 12 failed requests: HTTP 503 12"
+    assert not steps[("tf-rest", "1", "398.7")].invalid
+    assert steps[("torch-grpc", "2", "390.2")].cells[columns.index("status")] == f"INVALID: {SATURATED}"
+    torch_grpc = rows_by(tables["verdict"])["torch-grpc"]["status"]
+    assert torch_grpc.startswith(f"INVALID: torch-grpc-saturation-r1: {SATURATED}; ")
+    assert torch_grpc.count(SATURATED) == 6  # three saturation runs, three runs at the common load
     runs = rows_by(tables["runs"])
-    assert runs["torch-rest"]["status"] == "INVALID: 57 failed requests: HTTP 503 57"
+    assert runs["torch-rest"]["status"] == "INVALID: repeat 2: 57 failed requests: HTTP 503 57"
     assert runs["torch-rest"]["failures"] == "57 (HTTP 503 57)"
     assert runs["tf-rest"]["status"] == "valid"  # the run file is invalid because of torch-rest only
     parser = TableParser()
     parser.feed((out / "index.html").read_text())
     classes = {cells[0]: cls for cls, cells in parser.tables["table-verdict"][1:]}
     assert classes == {"tf-rest": "", "tf-grpc": "", "torch-rest": "", "torch-grpc": "invalid"}
-    assert f"torch-grpc is INVALID (no valid step; step at 400.0 req/s invalid: {SATURATED})" in \
-        bullets(document, "choose")
+    assert f"torch-grpc is INVALID (torch-grpc-saturation-r1: {SATURATED};" in bullets(document, "choose")
 
 
 def test_verdict_names_winners_from_valid_targets_only(built):
     text = bullets(built[0], "choose")
-    assert "Low latency: choose tf-grpc" in text and "p99 14.20 ms" in text  # torch-grpc's 2.22 ms is INVALID
-    assert "High throughput: choose tf-grpc" in text and "795.5 req/s within the p99 SLO of 50 ms" in text
-    assert "tf-grpc serves 1.95x the throughput of torch-rest" in text
+    # torch-grpc's 2.22 ms is INVALID; tf-grpc's interval lies below tf-rest's: a claim
+    assert "Low latency: choose tf-grpc" in text and "p99 14.20 [13.90-14.80] ms" in text
+    assert "next tf-rest at p99 21.40 [20.90-22.80] ms" in text
+    assert "High throughput: choose tf-grpc" in text and "795.5 [780.0-801.3] req/s within the p99 SLO of 50 ms" in text
+    assert "tf-grpc serves 1.95x [1.88-2.00] the throughput of torch-rest" in text
     assert "On the device: tflite-int8 is the smallest file within 1 point" in text  # executorch-int8 is flagged
     assert "Not an official binary: tf-serving-dropin 0.1.0 (not the official binary) served some targets" in text
 
@@ -252,14 +264,34 @@ def test_verdict_follows_the_numbers(tmp_path):
 
     def faster_torch_rest(sweep):
         target = sweep["targets"]["torch-rest"]
-        target["slo_max_rps"] = 900.0
-        target["steps"][2]["latency_ms"]["p99"] = 9.1
+        target["slo_max"] = Spread.of([900.0, 890.0, 910.0]).as_json()
+        target["at_common_load"]["p99_ms"] = Spread.of([9.1, 9.0, 9.3]).as_json()
 
     edit_json(root / SWEEP, faster_torch_rest)
     text = bullets(build_document(load_results(root)), "choose")
-    assert "Low latency: choose torch-rest" in text and "p99 9.10 ms" in text
+    assert "Low latency: choose torch-rest" in text and "p99 9.10 [9.00-9.30] ms" in text
     assert "High throughput: choose torch-rest" in text
     assert "PyTorch's best target leads" in text
+
+
+def test_overlapping_intervals_or_too_few_repeats_name_no_winner(tmp_path):
+    root = copy_fixtures(tmp_path)
+
+    def close_race(sweep):
+        sweep["targets"]["torch-rest"]["slo_max"] = Spread.of([790.0, 770.0, 805.0]).as_json()  # overlaps tf-grpc
+        sweep["targets"]["tf-rest"]["at_common_load"]["p99_ms"] = Spread.of([14.5, 14.0]).as_json()  # two repeats
+
+    edit_json(root / SWEEP, close_race)
+    text = bullets(build_document(load_results(root)), "choose")
+    assert ("High throughput: no measurable difference on this machine between tf-grpc (795.5 [780.0-801.3] req/s "
+            "within the p99 SLO of 50 ms) and torch-rest (790.0 [770.0-805.0] req/s): their intervals overlap, so "
+            "neither is named.") in text
+    assert ("Low latency: no measurable difference on this machine between tf-grpc (p99 14.20 [13.90-14.80] ms) and "
+            "tf-rest (p99 14.25 [14.00-14.50] ms): fewer than 3 repeats, so neither is named") in text
+    assert ("Framework against framework: no measurable difference on this machine: tf-grpc against torch-rest, "
+            "795.5 [780.0-801.3] against 790.0 [770.0-805.0] req/s, SLO-bounded; ratio 1.01x [0.97-1.04] "
+            "(their intervals overlap).") in text
+    assert "choose tf-grpc" not in text and "choose torch-rest" not in text
 
 
 def test_plots_are_pngs_embedded_in_the_page_and_beside_the_markdown(built):
@@ -322,7 +354,7 @@ def test_cli_writes_both_files(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [f"written {out / 'index.html'}", f"written {out / 'report.md'}"]
     assert (out / "index.html").is_file()
-    assert "| tf-grpc | tf-serving-dropin 0.1.0 (drop-in, not the official binary) | 795.5 |" in \
+    assert "| tf-grpc | tf-serving-dropin 0.1.0 (drop-in, not the official binary) | 795.5 [780.0-801.3] |" in \
         (out / "report.md").read_text()
 
 
@@ -350,21 +382,23 @@ def test_without_a_sweep_the_newest_closed_loop_run_is_used_and_said(tmp_path):
     assert "No SLO sweep found: this verdict uses the newest closed-loop run, loadtest-20250228T090000Z" in \
         section_text(document, "verdict")
     rows = rows_by(document.tables()["verdict"])
-    assert (rows["torch-rest"]["p99 ms"], rows["torch-rest"]["SLO max req/s"]) == ("123.45", "—")
-    assert rows["torch-rest"]["status"] == "INVALID: 57 failed requests: HTTP 503 57"
+    assert (rows["torch-rest"]["p99 ms"], rows["torch-rest"]["SLO max req/s"]) == ("123.45 [120.10-130.00]", "—")
+    assert rows["torch-rest"]["status"] == "INVALID: repeat 2: 57 failed requests: HTTP 503 57"
     assert rows["tf-rest"]["status"] == "valid"  # the run file is invalid because of torch-rest alone
     text = bullets(document, "choose")
-    assert "Low latency: choose tf-rest" in text and "p99 97.75 ms" in text
-    assert "High throughput: choose tf-rest" in text and "616.9 req/s (closed loop, 32 users; no SLO sweep yet)" in text
+    assert "Low latency: choose tf-rest" in text and "p99 97.75 [95.20-101.30] ms" in text
+    assert "High throughput: choose tf-rest" in text and \
+        "616.9 [601.2-630.4] req/s (closed loop, 32 users, 3 repeats; no SLO sweep yet)" in text
     assert "not measured yet: run `make sweep`" in section_text(document, "sweep")
 
 
 def test_a_sweep_with_no_slo_figure_says_so_not_that_there_is_no_sweep(tmp_path):
     root = copy_fixtures(tmp_path)
-    edit_json(root / SWEEP, lambda sweep: [t.update(slo_max_rps=None) for t in sweep["targets"].values()])
+    edit_json(root / SWEEP, lambda sweep: [t.update(slo_max_rps=None, slo_max=None) for t in sweep["targets"].values()])
     text = bullets(build_document(load_results(root)), "choose")
     assert ("High throughput: choose tf-grpc (tf-serving-dropin 0.1.0 (drop-in, not the official binary)): "
-            "1,012.4 req/s closed-loop saturation (no valid target stayed within the p99 SLO of 50 ms in the sweep).") \
+            "1,012.4 [990.0-1,030.8] req/s closed-loop saturation (no valid target stayed within the p99 SLO of 50 ms "
+            "in the sweep).") \
         in text
     assert "no SLO sweep yet" not in text
 
@@ -377,7 +411,7 @@ def test_a_file_breaking_its_schema_is_listed_and_left_out(tmp_path):
     document = build_document(load_results(root))
     unreadable = rows_by(document.tables()["unreadable"], "file")
     assert unreadable["results/sweep-broken/sweep.json"]["status"].startswith("INVALID: does not match its schema")
-    assert rows_by(document.tables()["verdict"])["tf-grpc"]["p99 ms"] == "14.20"  # the good sweep still counts
+    assert rows_by(document.tables()["verdict"])["tf-grpc"]["p99 ms"] == "14.20 [13.90-14.80]"  # the good one counts
 
 
 def gpu_bench_document() -> dict:
