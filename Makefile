@@ -79,10 +79,10 @@ bench-batching: setup ## Benchmark: drop-in throughput with server-side batching
 bench-dropin: protos ## Benchmark: drop-in gRPC/REST vs in-process and TorchServe, 3 repeats (BENCH_ARGS="--models tiny")
 	$(PY) -m loadtests.bench_dropin $(BENCH_ARGS)
 
-loadtest: protos ## Locust against the four deployed targets, side-by-side table + summary.json (LOADTEST_ARGS=...)
+loadtest: protos ## Locust against the four deployed targets, 3 repeats each, median [min-max] + summary.json (LOADTEST_ARGS=...)
 	$(PY) -m loadtests run $(LOADTEST_ARGS)
 
-sweep: protos ## Knob grid + offered-load steps per target: the SLO-bounded maximum (SWEEP_ARGS="--slo-ms 100")
+sweep: protos ## Knob grid, saturation, SLO maximum by search, p99 at a common load, 3 repeats (SWEEP_ARGS="--slo-ms 100")
 	$(PY) -m loadtests sweep $(SWEEP_ARGS)
 
 loadtest-distributed: protos ## make loadtest with a locust master and WORKERS worker processes (default 2)
@@ -145,8 +145,8 @@ gpu-bench: setup ## In-process ceiling of torch and TF on a GPU, batch 1..256, f
 # Report (issue 6)
 .PHONY: report train-both
 
-report: setup ## Build artifacts/report/index.html and report.md from the results files alone (no measuring)
-	$(PY) -m report
+report: setup ## Build the report (index.html, report.md, tables/*.csv) from results alone (REPORT_ARGS="--baseline RUN")
+	$(PY) -m report $(REPORT_ARGS)
 
 train-both: setup ## Train PROFILE with both trainers: checkpoints <profile> (torch) and <profile>-tf (tf) for the report
 	$(PY) -m training train --profile $(PROFILE) --trainer torch
