@@ -75,8 +75,9 @@ def loadtest_options(cfg: RunConfig, target: Target, payload_file: Path, record:
                "--loadtest-processes", str(max(1, cfg.workers)), "--loadtest-check-every", str(cfg.check_every),
                "--loadtest-timeout", f"{cfg.timeout_s:g}", "--loadtest-max-inflight", str(cfg.max_inflight),
                "--loadtest-record", str(record)]
-    return (options + (["--loadtest-token", target.token] if target.token else [])
-            + (["--loadtest-host-header", target.host_header] if target.host_header else []))
+    # "=": a TorchServe token may begin with "-", which argparse would take for an option of its own
+    return (options + ([f"--loadtest-token={target.token}"] if target.token else [])
+            + ([f"--loadtest-host-header={target.host_header}"] if target.host_header else []))
 
 
 def start_locust(cfg: RunConfig, target: Target, options: list[str], prefix: Path, log: Path,

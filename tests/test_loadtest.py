@@ -422,3 +422,19 @@ def test_results_name_the_server_that_produced_them(fields, binary, official, ve
     assert (server["binary"], server["official"], server["version"]) == (binary, official, version)
     assert server["identity"] == identity and server["cpus"] == [1]
     assert server["knobs"] == dataclasses.asdict(knobs)  # every knob in effect, as deploy recorded it
+
+
+def test_a_token_that_begins_with_a_dash_reaches_locust_as_a_value(tmp_path):
+    """TorchServe's random tokens may begin with '-': passed as '--opt value', argparse took it for an option."""
+    import argparse
+
+    from loadtests.runner import loadtest_options
+    from loadtests.targets import Target
+
+    target = Target("torch-rest", "127.0.0.1", 1, {}, token="-Xk9_token", host_header="-odd.example")
+    options = loadtest_options(RunConfig(run_id="x", quiet=True), target, tmp_path / "p.npz", tmp_path / "r.json")
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--loadtest-token")
+    parser.add_argument("--loadtest-host-header")
+    parsed, _ = parser.parse_known_args(options)
+    assert (parsed.loadtest_token, parsed.loadtest_host_header) == ("-Xk9_token", "-odd.example")
