@@ -195,7 +195,8 @@ def test_a_quick_sweep_finds_the_slo_maximum_by_search_in_three_repeats(deployed
         assert len(result["saturation_runs"]) == 3 and len(result["searches"]) == 3, name
         maxima = [search["slo_max_rps"] for search in result["searches"]]
         assert result["slo_max"]["values"] == [m for m in maxima if m is not None]
-        assert result["slo_max_rps"] == sorted(result["slo_max"]["values"])[1]  # the median of three
+        # the median of the searches that found one (a search the generator could not drive finds none)
+        assert result["slo_max_rps"] == statistics.median(result["slo_max"]["values"])
         for search in result["searches"]:
             passed = [p["offered_rps"] for p in search["probes"] if p["outcome"] == "pass"]
             failed = [p["offered_rps"] for p in search["probes"] if p["outcome"] == "fail"]
