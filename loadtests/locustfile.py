@@ -34,7 +34,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from common.targets import NAMES, target_named
 from loadtests import payloads as payload_file
-from loadtests.arrivals import arrival_gaps
+from loadtests.arrivals import RateSteps, arrival_gaps
 
 # gRPC calls block in native threads from gevent's pool, not through grpc's gevent integration: with it,
 # the calls of one locust process were serialised (seen during development; two processes did not share that limit).
@@ -72,6 +72,15 @@ def _options(parser) -> None:
     group.add_argument("--loadtest-timeout", env_var="LOADTEST_TIMEOUT", type=float, default=10.0)
     group.add_argument("--loadtest-record", env_var="LOADTEST_RECORD", default="",
                        help="where the master writes every steady-state request's latency and the failure kinds")
+    group.add_argument("--loadtest-rate-steps", env_var="LOADTEST_RATE_STEPS", default="",
+                       help="open loop: 'SECONDS:RATE,...' phases from the test's start (the last rate holds after "
+                            "them), e.g. 10:100,30:400,20:100 for an overload between two normal phases")
+    group.add_argument("--loadtest-timeline", env_var="LOADTEST_TIMELINE", default="",
+                       help="where a local run writes every request, warm-up included: [sent at (Unix s), "
+                            "latency ms, outcome] (the reliability suite times faults against it)")
+    group.add_argument("--loadtest-token-file", env_var="LOADTEST_TOKEN_FILE", default="",
+                       help="read the bearer token from this file (the token, or TorchServe's key_file.json) and "
+                            "read it again after a refused answer: TorchServe issues new keys at each start")
 
 
 class Recorder:
@@ -121,6 +130,62 @@ class Recorder:
 
 
 RECORD = Recorder()
+TEST_STARTED = [time.perf_counter()]  # reset when the test starts: rate steps count from there
+
+
+class Timeline:
+    """Every request this process sent, warm-up included, when `--loadtest-timeline` asks for it."""
+
+    def __init__(self) -> None:
+        self.enabled = False  # set at test start: a plain load test keeps no per-request rows
+        self.rows: list[tuple[float, float, str]] = []
+
+    def add(self, sent_at: float, latency_ms: float, outcome: str) -> None:
+        if self.enabled:
+            self.rows.append((round(sent_at, 4), round(latency_ms, 3), outcome))
+
+    def write(self, path: str) -> None:
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(sorted(self.rows), handle)
+
+
+TIMELINE = Timeline()
+REFUSED_TOKEN = "refused_token"  # the failure kind of an answer that says the token is not (or no longer) valid
+
+
+class TokenSource:
+    """The bearer token: `--loadtest-token`, or `--loadtest-token-file`, read again after a refusal.
+
+    TorchServe writes new keys each time it starts; a client that kept the old one would be refused for good.
+    Re-reading at most once a second keeps a burst of refusals from becoming a burst of file reads.
+    """
+
+    def __init__(self) -> None:
+        self.token: str | None = None
+        self.read_at = 0.0
+
+    def current(self, options) -> str:
+        if self.token is None:
+            self.token = self._read(options)
+        return self.token
+
+    def refresh(self, options) -> str:
+        if options.loadtest_token_file and time.monotonic() - self.read_at >= 1.0:
+            self.token = self._read(options)
+        return self.current(options)
+
+    def _read(self, options) -> str:
+        if not options.loadtest_token_file:
+            return options.loadtest_token
+        self.read_at = time.monotonic()
+        try:
+            text = open(options.loadtest_token_file, encoding="utf-8").read().strip()
+            return json.loads(text)["inference"]["key"] if text.startswith("{") else text
+        except (OSError, ValueError, KeyError, TypeError):
+            return self.token or ""  # mid-rewrite or gone (the server is restarting): keep the last one
+
+
+TOKEN_SOURCE = TokenSource()
 _user_numbers = itertools.count()
 _collected: list[dict] = []  # on the master (or a local runner): every process's record
 
@@ -134,6 +199,8 @@ def _start_recording(environment) -> None:
 
 @events.test_start.add_listener
 def _on_test_start(environment, **_kwargs) -> None:
+    TIMELINE.enabled = bool(environment.parsed_options.loadtest_timeline)
+    TEST_STARTED[0] = time.perf_counter()
     if not isinstance(environment.runner, MasterRunner):
         gevent.spawn_later(environment.parsed_options.loadtest_warmup, _start_recording, environment)
     else:
@@ -159,6 +226,8 @@ def _on_quitting(environment, **_kwargs) -> None:
     if isinstance(environment.runner, WorkerRunner):
         return
     records = _collected if isinstance(environment.runner, MasterRunner) else [RECORD.as_message()]
+    if environment.parsed_options.loadtest_timeline:
+        TIMELINE.write(environment.parsed_options.loadtest_timeline)
     path = environment.parsed_options.loadtest_record
     if path:
         merged = {"latencies_ms": [], "lags_ms": [], "failures": Counter(), "dropped": 0, "arrivals": 0, "checked": 0,
@@ -192,9 +261,12 @@ class _LoadUser(User):
         self.payloads = _payloads(options.loadtest_payloads)
         self.model = options.loadtest_model or self.payloads.meta["model"]
         self.check_every = options.loadtest_check_every  # 0: never (calibration against a trivial endpoint)
+        self.token = TOKEN_SOURCE.current(options)
         self.sent = 0
         self.inflight = 0
         self.interval, self.next_arrival, self.gaps = self._arrivals(options)
+        self.base_rate = options.loadtest_rate
+        self.rates = RateSteps.parse(options.loadtest_rate_steps, TEST_STARTED[0]) if self.interval else None
 
     def _arrivals(self, options) -> tuple[float, float, Iterator[float] | None]:
         """Open loop: (this user's mean gap between arrivals, its first arrival, its Poisson stream or None).
@@ -216,7 +288,10 @@ class _LoadUser(User):
         return interval, time.perf_counter() + phase, gaps
 
     def _next_gap(self) -> float:
-        return next(self.gaps) if self.gaps else 0.0
+        if not self.gaps:
+            return 0.0
+        gap = next(self.gaps)  # drawn at the base rate, stretched or shrunk to the rate of this phase
+        return gap * self.base_rate / self.rates.at(time.perf_counter()) if self.rates else gap
 
     @task
     def send(self) -> None:
@@ -237,13 +312,20 @@ class _LoadUser(User):
 
     def request(self, index: int, scheduled: float) -> None:
         self.inflight += 1
-        started, counted = time.perf_counter(), RECORD.recording
+        sent_at, started, counted = time.time(), time.perf_counter(), RECORD.recording
         if counted and self.interval:
             RECORD.lags_ms.append((started - scheduled) * 1000.0)
         try:
-            self.call(index, started, counted)
+            latency_ms, problem = self.call(index, started, counted)
         finally:
             self.inflight -= 1
+        if problem:
+            RECORD.failure(problem.split(":")[0], counted)
+            if problem.startswith(REFUSED_TOKEN):
+                self.token = TOKEN_SOURCE.refresh(self.environment.parsed_options)
+        else:
+            RECORD.success(latency_ms, counted)
+        TIMELINE.add(sent_at, latency_ms, problem.split(":")[0] if problem else "ok")
 
     def check(self, index: int, answer: bytes, counted: bool) -> str | None:
         """None if the answer is right (or not sampled), else the failure kind."""
@@ -260,7 +342,8 @@ class _LoadUser(User):
             return "wrong_prediction"
         return None
 
-    def call(self, index: int, started: float, counted: bool) -> None:
+    def call(self, index: int, started: float, counted: bool) -> tuple[float, str | None]:
+        """Send request `index`; (latency ms, None) for a right answer, else (latency ms, the failure)."""
         raise NotImplementedError
 
 
@@ -276,27 +359,25 @@ class RestUser(FastHttpUser, _LoadUser):
         self.path = target_named(self.target).endpoint.format(model=self.model)
         self.headers = {"Content-Type": "application/json"}
         options = self.environment.parsed_options
-        if options.loadtest_token:
-            self.headers["Authorization"] = f"Bearer {options.loadtest_token}"
         if options.loadtest_host_header:
             self.headers["Host"] = options.loadtest_host_header
 
-    def call(self, index: int, started: float, counted: bool) -> None:
-        with self.client.post(self.path, data=self.payloads.body(self.target, index), headers=self.headers,
+    def call(self, index: int, started: float, counted: bool) -> tuple[float, str | None]:
+        headers = {**self.headers, "Authorization": f"Bearer {self.token}"} if self.token else self.headers
+        with self.client.post(self.path, data=self.payloads.body(self.target, index), headers=headers,
                               name=self.target, catch_response=True) as response:
             latency_ms = (time.perf_counter() - started) * 1000.0
             if response.status_code != 200:
+                text = response.text or str(response.error)
                 kind = f"HTTP {response.status_code}" if response.status_code else "connection_error"
-                RECORD.failure(kind, counted)
-                response.failure(f"{kind}: {(response.text or str(response.error))[:200]}")
-                return
-            problem = self.check(index, response.content, counted)
+                problem = f"{REFUSED_TOKEN}: {kind}" if "InvalidKeyException" in text else f"{kind}: {text[:200]}"
+            else:
+                problem = self.check(index, response.content, counted)
             if problem:
-                RECORD.failure(problem.split(":")[0], counted)
                 response.failure(problem)
-                return
-            RECORD.success(latency_ms, counted)
-            response.success()
+            else:
+                response.success()
+            return latency_ms, problem
 
 
 class GrpcUser(_LoadUser):
@@ -316,28 +397,28 @@ class GrpcUser(_LoadUser):
         authority = (("grpc.default_authority", options.loadtest_host_header),) if options.loadtest_host_header else ()
         self.channel = grpc.insecure_channel(address, options=authority)
         self.method = self.channel.unary_unary(target_named(self.target).endpoint)
-        self.metadata = (("authorization", f"Bearer {options.loadtest_token}"),) if options.loadtest_token else ()
 
     def on_stop(self) -> None:
         self.channel.close()
 
-    def call(self, index: int, started: float, counted: bool) -> None:
+    def call(self, index: int, started: float, counted: bool) -> tuple[float, str | None]:
         body = self.payloads.body(self.target, index)
+        metadata = (("authorization", f"Bearer {self.token}"),) if self.token else ()
         try:
             answer, problem = gevent.get_hub().threadpool.apply(
                 self.method, (body,), {"timeout": self.environment.parsed_options.loadtest_timeout,
-                                       "metadata": self.metadata}), None
+                                       "metadata": metadata}), None
         except grpc.RpcError as error:
-            answer, problem = b"", f"{error.code().name}: {(error.details() or '')[:200]}"
+            details = error.details() or ""
+            answer, problem = b"", f"{error.code().name}: {details[:200]}"
+            if "InvalidKeyException" in details:
+                problem = f"{REFUSED_TOKEN}: {problem}"
         latency_ms = (time.perf_counter() - started) * 1000.0  # the call only, as for REST: checking comes after
         problem = problem or self.check(index, answer, counted)
-        if problem:
-            RECORD.failure(problem.split(":")[0], counted)
-        else:
-            RECORD.success(latency_ms, counted)
         events.request.fire(request_type="grpc", name=self.target, response_time=latency_ms,
                             response_length=len(answer), exception=RuntimeError(problem) if problem else None,
                             context={})
+        return latency_ms, problem
 
 
 class LoadRestUser(RestUser):

@@ -280,6 +280,7 @@ class _GroupState:
     cpu_seconds: float = 0.0
     intervals: list[float] = field(default_factory=list)  # CPU % over each sampling interval
     rss: list[int] = field(default_factory=list)  # bytes, all processes together, per sample
+    times: list[float] = field(default_factory=list)  # time.time() of each rss sample
     pids: set[int] = field(default_factory=set)
 
 
@@ -327,6 +328,12 @@ class GroupSampler:
                    (("start", state.rss[0]), ("end", state.rss[-1]), ("max", max(state.rss)))}
         return {"cpu_percent": cpu, "rss_mib": rss, "processes": len(state.pids) if state.pids else None}
 
+    def rss_series(self) -> list[tuple[float, float]]:
+        """(seconds since the first sample, MiB) for every sample so far: memory growth over a long run."""
+        with self._lock:
+            times, rss = self._state.times, self._state.rss
+            return [(round(t - times[0], 1), round(b / 2 ** 20, 1)) for t, b in zip(times, rss, strict=True)]
+
     def _loop(self) -> None:
         while not self._halt.wait(self.every_s):
             self._sample()
@@ -353,6 +360,7 @@ class GroupSampler:
                 state.intervals.append(100.0 * used / (now - state.last_wall))
             state.last_wall, state.last_cpu = now, seen
             state.rss.append(rss)
+            state.times.append(now)
             state.pids.update(seen)
 
 
