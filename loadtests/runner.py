@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -75,9 +76,18 @@ def loadtest_options(cfg: RunConfig, target: Target, payload_file: Path, record:
                "--loadtest-processes", str(max(1, cfg.workers)), "--loadtest-check-every", str(cfg.check_every),
                "--loadtest-timeout", f"{cfg.timeout_s:g}", "--loadtest-max-inflight", str(cfg.max_inflight),
                "--loadtest-record", str(record)]
-    # "=": a TorchServe token may begin with "-", which argparse would take for an option of its own
-    return (options + ([f"--loadtest-token={target.token}"] if target.token else [])
-            + ([f"--loadtest-host-header={target.host_header}"] if target.host_header else []))
+    # "=": a Host header may begin with "-", which argparse would take for an option of its own.
+    # The token is not an option: it goes in the environment (locust_environment).
+    return options + ([f"--loadtest-host-header={target.host_header}"] if target.host_header else [])
+
+
+def locust_environment(target: Target) -> dict[str, str]:
+    """Locust's environment: this one, with the target's token as LOADTEST_TOKEN ('' when it has none).
+
+    A command-line option would show the token to every local user in `ps`; a process's environment is readable
+    by its owner only. configargparse passes it on as '--loadtest-token=<token>', so a leading '-' is safe.
+    """
+    return {**os.environ, "LOADTEST_TOKEN": target.token or ""}
 
 
 def start_locust(cfg: RunConfig, target: Target, options: list[str], prefix: Path, log: Path,
@@ -93,7 +103,8 @@ def start_locust(cfg: RunConfig, target: Target, options: list[str], prefix: Pat
         master += ["--master", "--expect-workers", str(cfg.workers), "--master-bind-host", "127.0.0.1",
                    "--master-bind-port", port]
         commands += [[*locust, "--worker", "--master-host", "127.0.0.1", "--master-port", port, *options]] * cfg.workers
-    return LocustProcesses([start_group(command, log, cwd=REPO_ROOT, cpus=cpus) for command in commands])
+    env = locust_environment(target)
+    return LocustProcesses([start_group(command, log, cwd=REPO_ROOT, env=env, cpus=cpus) for command in commands])
 
 
 def _latest_history(prefix: Path, name: str) -> dict | None:

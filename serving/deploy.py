@@ -215,6 +215,9 @@ def _tf_flags(cfg: DeployConfig, batching_file: Path | None) -> list[str]:
              f"--model_base_path={base}", "--file_system_poll_wait_seconds=1",
              f"--monitoring_config_file={REPO_ROOT / 'serving/tf/monitoring.config'}"]
     flags += [f"--{name}={value}" for name, value in tf_threads(cfg).items() if name != "num_batch_threads"]
+    # TF Serving takes gRPC messages up to 2 GiB; both servers get TorchServe's request limit (max_request_size),
+    # so a message one server refuses for its size the other refuses too.
+    flags.append(f"--grpc_channel_arguments=grpc.max_receive_message_length={TorchServeConfig.max_request_bytes}")
     if cfg.tf_enable_batching:
         flags += ["--enable_batching=true", f"--batching_parameters_file={batching_file}"]
     return flags
@@ -356,6 +359,7 @@ def _copy_compose_key_file(cfg: DeployConfig, service: str, ts_cfg: TorchServeCo
     if done.returncode != 0:
         _fail_compose(cfg, service, f"has no readable {TORCHSERVE_KEY_FILE}: {done.stderr.strip()}")
     ts_cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    ts_cfg.run_dir.chmod(0o700)  # private before the tokens are written, as serving/torch/server.py does
     ts_cfg.key_file.write_text(done.stdout, encoding="utf-8")
     ts_cfg.key_file.chmod(0o600)
 

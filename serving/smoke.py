@@ -15,8 +15,8 @@ from serving.torch.server import ServerError, read_keys
 SMOKE_IMAGES = 16
 
 
-def token_for(cfg: DeployConfig, target: str) -> str | None:
-    """TorchServe's inference token from the key file deploy recorded (None when auth is off)."""
+def token_for(cfg: DeployConfig, target: str, api: str = "inference") -> str | None:
+    """TorchServe's token for `api` (inference | management) from the key file deploy recorded (None: auth off)."""
     if target_named(target).side != "torch":
         return None
     record = read_record(cfg.run_dir, "torch")
@@ -24,7 +24,7 @@ def token_for(cfg: DeployConfig, target: str) -> str | None:
     if not key_file:
         return None
     try:
-        return read_keys(Path(key_file))["inference"]
+        return read_keys(Path(key_file))[api]
     except FileNotFoundError:
         return None
 

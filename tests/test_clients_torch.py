@@ -82,17 +82,20 @@ def test_a_version_number_selects_that_archive_version(connect, test_images):
         assert np.abs(connect(target, version=1).predict(images[:2]) - reference[:2]).max() <= 1e-5
 
 
-@pytest.mark.parametrize("key", [None, "management"])
+@pytest.mark.parametrize("key", [None, "management", "made-up"])
 def test_grpc_without_the_inference_token_is_refused(torchserve, connect, test_images, key):
     # TorchServe 0.12 refuses a missing, wrong or other-API token over gRPC with PERMISSION_DENIED
     # ("Token Authorization failed...") and over REST with HTTP 400 InvalidKeyException.
-    token = key and read_keys(torchserve.config.key_file)[key]
+    keys = read_keys(torchserve.config.key_file)
+    token = {"management": keys["management"], "made-up": "-made-up-token"}.get(key)  # None: no token at all
     with pytest.raises(clients.Unauthorized, match="Token Authorization failed") as grpc_error:
         connect("torch-grpc", token=token).predict(test_images[0][:1])
     assert grpc_error.value.status == "PERMISSION_DENIED"
     with pytest.raises(clients.Unauthorized, match="InvalidKeyException") as rest_error:
         connect("torch-rest", token=token).predict(test_images[0][:1])
     assert rest_error.value.status == 400
+    for answer in (str(grpc_error.value), str(rest_error.value)):  # a refusal never echoes a token, sent or real
+        assert not any(secret and secret in answer for secret in (token, *keys.values())), answer
 
 
 @pytest.mark.parametrize("target", TRANSPORTS)

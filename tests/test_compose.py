@@ -116,8 +116,10 @@ def test_every_published_port_binds_loopback_by_default(services):
     assert all(host == "127.0.0.1" for pairs in ports.values() for host, _ in pairs), ports
     assert [port for _, port in ports["tf-serving"]] == ["8500", "8501"]
     assert [port for _, port in ports["torchserve"]] == ["8080", "8081", "8082", "7070"]
-    wide = resolve(BIND_ADDRESS="0.0.0.0")  # the knob moves the servers, and only on purpose
-    assert {host for host, _ in published(wide["tf-serving"]) + published(wide["torchserve"])} == {"0.0.0.0"}
+    wide = resolve(BIND_ADDRESS="0.0.0.0")  # the knob moves the servers' inference APIs, and only on purpose
+    assert {host for host, _ in published(wide["tf-serving"])} == {"0.0.0.0"}
+    assert published(wide["torchserve"]) == [("0.0.0.0", "8080"), ("127.0.0.1", "8081"), ("127.0.0.1", "8082"),
+                                             ("0.0.0.0", "7070")]  # management and metrics never leave loopback
 
 
 def test_both_servers_share_one_cpu_and_memory_limit(services):
@@ -158,7 +160,10 @@ def test_torchserve_runs_the_projects_config_with_token_auth_and_deploys_batchin
     source, read_only = mounts(service)["/home/model-server/docker.properties"]
     assert Path(source) == REPO_ROOT / "serving/torch/docker.properties" and read_only
     properties = _properties(Path(source))
-    assert properties["disable_token_authorization"] == "false" and properties["enable_model_api"] == "false"
+    assert properties["disable_token_authorization"] == "false"
+    # the model API serves rollouts; archives register from the mounted store only, never from a remote URL
+    assert properties["enable_model_api"] == "true"
+    assert properties["allowed_urls"] == "file:///home/model-server/model-store/.*"
     script = words(service["command"])
     assert service["entrypoint"] == ["/bin/bash", "-c"]  # not the image's, which adds --disable-token-auth
     assert "/home/model-server/docker.properties" in script and "disable-token-auth" not in script

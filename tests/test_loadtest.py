@@ -236,7 +236,7 @@ def test_any_endpoint_is_loaded_by_url_with_a_host_header_and_a_token_file(deplo
     done = run_module("loadtests", "run", "--url", f"http://127.0.0.1:{env['TS_INFERENCE_PORT']}", "--target",
                       "torch-rest", *common, env=env)
     result = json.loads(_written(done.stdout, "summary").read_text(encoding="utf-8"))["targets"]["torch-rest"]
-    assert not result["valid"] and set(result["failures_by_kind"]) == {"HTTP 400"}, result["failures_by_kind"]
+    assert not result["valid"] and set(result["failures_by_kind"]) == {"refused_token"}, result["failures_by_kind"]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -425,17 +425,22 @@ def test_results_name_the_server_that_produced_them(fields, binary, official, ve
     assert server["knobs"] == dataclasses.asdict(knobs)  # every knob in effect, as deploy recorded it
 
 
-def test_a_token_that_begins_with_a_dash_reaches_locust_as_a_value(tmp_path):
-    """TorchServe's random tokens may begin with '-': passed as '--opt value', argparse took it for an option."""
-    import argparse
+def test_the_token_reaches_locust_through_its_environment_never_its_command_line(tmp_path, monkeypatch):
+    """A command line is visible to every local user (`ps`); TorchServe's random tokens may also begin with '-'
+    (passed as '--opt value', argparse took it for an option), as may a Host header."""
+    import configargparse
 
-    from loadtests.runner import loadtest_options
+    from loadtests.runner import loadtest_options, locust_environment
     from loadtests.targets import Target
 
     target = Target("torch-rest", "127.0.0.1", 1, {}, token="-Xk9_token", host_header="-odd.example")
     options = loadtest_options(RunConfig(run_id="x", quiet=True), target, tmp_path / "p.npz", tmp_path / "r.json")
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--loadtest-token")
-    parser.add_argument("--loadtest-host-header")
-    parsed, _ = parser.parse_known_args(options)
+    assert not any("Xk9_token" in option for option in options)
+    env = locust_environment(target)
+    parser = configargparse.ArgumentParser()  # as the locustfile declares them (locust parses with configargparse)
+    parser.add_argument("--loadtest-token", env_var="LOADTEST_TOKEN", default="")
+    parser.add_argument("--loadtest-host-header", env_var="LOADTEST_HOST_HEADER", default="")
+    parsed, _ = parser.parse_known_args(options, env_vars=env)
     assert (parsed.loadtest_token, parsed.loadtest_host_header) == ("-Xk9_token", "-odd.example")
+    monkeypatch.setenv("LOADTEST_TOKEN", "the-callers-own")  # a target without a token sends none
+    assert locust_environment(Target("tf-rest", "127.0.0.1", 1, {}))["LOADTEST_TOKEN"] == ""

@@ -1,7 +1,9 @@
 """Run the real TorchServe (pip package, Java frontend) natively with the project's config.
 
-Safe defaults: every API on 127.0.0.1, token authorization on, the model
-(registration) API off, allowed_urls limited to the local model store.
+Safe defaults: every API on 127.0.0.1, token authorization on, and models
+registered only from the local model store (allowed_urls), never from a remote
+URL. The model (registration) API is on with token authorization, for version
+rollouts (serving/torch/management.py), and off without it.
 TorchServe upstream is in limited maintenance (no security patches): keep it
 on loopback or behind a gateway you patch.
 """
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.procs import free_port, log_tail, start_group, stop_group, wait_http_ok
+from serving.torch.management import Management
 
 
 class ServerError(RuntimeError):
@@ -75,7 +78,8 @@ class TorchServeConfig:
             "load_models": ",".join(f"{name}.mar" for name in self.models),
             "models": json.dumps(models),
             "allowed_urls": f"file://{re.escape(str(store))}/.*",
-            "enable_model_api": "false",
+            # registering and unregistering models, behind the management token; allowed_urls keeps it to the store
+            "enable_model_api": "true" if self.token_auth else "false",
             "disable_token_authorization": "false" if self.token_auth else "true",
             "default_workers_per_model": str(self.workers),
             "max_request_size": str(self.max_request_bytes),
@@ -136,6 +140,22 @@ def mar_version(mar: Path) -> str:
         return "1.0"  # TorchServe's own default when a version cannot be read
 
 
+def mar_with_version(mar: Path, version: str, out: Path) -> Path:
+    """A copy of the archive `mar` at `out` whose manifest says `version`: the same model as another version.
+
+    TorchServe keys a model's versions by the manifest's modelVersion, so a rollout needs one archive per version.
+    """
+    with zipfile.ZipFile(mar) as source, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as copy:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "MAR-INF/MANIFEST.json":
+                manifest = json.loads(data)
+                manifest["model"]["modelVersion"] = version
+                data = json.dumps(manifest, indent=4).encode()
+            copy.writestr(item, data)
+    return out
+
+
 def read_keys(key_file: Path) -> dict[str, str]:
     """The tokens TorchServe wrote: {'inference': ..., 'management': ..., 'API': ...}."""
     data = json.loads(key_file.read_text(encoding="utf-8"))
@@ -162,6 +182,9 @@ class TorchServe:
     def start(self, timeout: float = 180.0) -> TorchServe:
         cfg = self.config
         cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        # TorchServe creates key_file.json with the default umask before narrowing it to 0600: a private
+        # directory leaves no moment in which another local user can read the tokens
+        cfg.run_dir.chmod(0o700)
         for name in cfg.models:
             if not (cfg.model_store / f"{name}.mar").is_file():
                 raise ServerError(f"no archive {cfg.model_store / name}.mar; run 'make export' first")
@@ -247,6 +270,11 @@ class TorchServe:
         if not self.config.token_auth:
             return {}
         return {"Authorization": f"Bearer {read_keys(self.config.key_file)[api]}"}
+
+    def management(self) -> Management:
+        """This instance's management API, with its management token."""
+        token = read_keys(self.config.key_file)["management"] if self.config.token_auth else None
+        return Management(self.config.management_port, token)
 
     def stop(self) -> None:
         if self.process is not None:
