@@ -186,6 +186,21 @@ def test_a_moderately_oversize_body_sent_anyway_still_gets_the_413(server, api):
     _assert_serving(server.port)
 
 
+def test_a_body_nearly_twice_the_limit_is_drained_whole_and_its_client_reads_the_413(api):
+    # Issue 16: 70 MB against 64 MiB was reset mid-upload: the drain stopped after max_body_bytes more bytes, and
+    # closing with the rest unread reset the connection. 32 MiB against 16 MiB was reset 5 times out of 5 so.
+    limit, size = 16 << 20, 32 << 20
+    server = serve_rest(api, "127.0.0.1", 0, max_body_bytes=limit, num_threads=2)
+    try:
+        response, data = _call(server.port, "POST", "/echo", b"z" * size)  # sent in full before reading
+        assert response.status == 413
+        assert json.loads(data)["error"] == f"request body of {size} bytes is over the limit of {limit} bytes"
+        assert not api.calls
+        _assert_serving(server.port)
+    finally:
+        server.shutdown()
+
+
 def test_chunked_bodies_are_read_up_to_the_limit(server, api):
     def chunked(size: int) -> bytes:
         piece = b"y" * 1000

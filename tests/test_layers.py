@@ -15,7 +15,7 @@ import pytest
 
 from common.paths import REPO_ROOT
 
-PACKAGES = ("common", "model", "training", "export", "serving", "edge", "loadtests", "report")
+PACKAGES = ("common", "model", "training", "export", "serving", "edge", "loadtests", "reliability", "report")
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 

@@ -12,6 +12,7 @@ import gc
 import json
 import logging
 import os
+from http import HTTPStatus
 
 import numpy as np
 import torch
@@ -67,7 +68,12 @@ class TFServingJSONHandler:
             try:
                 batches.append((index, self.decode(row)))
             except rest_codec.PayloadError as exc:
-                context.set_response_status(code=exc.status, phrase=str(exc), idx=index)
+                # The message goes in the body; the reason phrase stays the fixed ASCII one. TorchServe's worker
+                # frames the phrase with its length in characters but its bytes in UTF-8 (create_predict_response in
+                # ts/protocol/otf_message_handler.py), so a message echoing a non-ASCII signature_name broke the
+                # frame: TorchServe answered 500 "Worker died." and restarted the worker, or, misreading a length,
+                # answered no one until responseTimeout (120 s) and then restarted it.
+                context.set_response_status(code=exc.status, phrase=HTTPStatus(exc.status).phrase, idx=index)
                 answers[index] = json.dumps({"error": str(exc)})
         if batches:
             images = torch.from_numpy(np.concatenate([images for _, images in batches])).to(self.device)

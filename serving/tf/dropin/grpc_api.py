@@ -48,8 +48,9 @@ log = logging.getLogger("tf-serving-dropin")
 
 SERVED_BY = (("x-served-by", SERVER_NAME),)
 SIGNATURE_DEF_FIELD = "signature_def"
-# gRPC's own default (4 MiB) refuses a batch of a few dozen 224x224 float images.
-DEFAULT_MAX_RECEIVE_BYTES = 64 * 1024 * 1024
+# TF Serving's own limit: model_servers/server.cc calls builder.SetMaxMessageSize(tensorflow::kint32max), and
+# --grpc_channel_arguments=grpc.max_receive_message_length=N lowers it (deploy sets TorchServe's 64 MiB).
+DEFAULT_MAX_RECEIVE_BYTES = 2**31 - 1
 # A TensorProto repeats its last value to fill its declared shape, so a tiny message can
 # ask for a huge tensor; 2**28 elements is 1 GiB of float32, far beyond any sane batch.
 MAX_DECODED_ELEMENTS = 2**28

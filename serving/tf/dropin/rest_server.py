@@ -54,7 +54,10 @@ _BACKLOG = 128  # listen backlog: a load generator opens many connections at onc
 _MAX_HEADERS = 100  # like http.server, the old front end
 _SHUTDOWN_GRACE_S = 5.0  # shutdown lets a request in progress finish for this long
 _DRAIN_S = 5.0  # how long an over-limit body is read and thrown away after the 413
-_MIN_DRAIN_BYTES = 4 << 20  # ... and how much of it at most: max(max_body_bytes, this)
+# ... and how far over the limit a body may be and still be drained whole: max(max_body_bytes, this). A body left
+# partly unread when the connection closes makes the kernel reset it, and the reset destroys the 413 the client has
+# not read yet: a 70 MB body over the 64 MiB limit was reset when only 64 MiB of it were drained.
+_MIN_DRAIN_BYTES = 4 << 20
 
 
 def _new_event_loop() -> asyncio.AbstractEventLoop:
@@ -69,10 +72,10 @@ def _new_event_loop() -> asyncio.AbstractEventLoop:
 class _Refused(Exception):
     """A request answered from its headers alone (413, 400); the connection closes after the answer."""
 
-    def __init__(self, status: int, message: str, drain: bool = False) -> None:
+    def __init__(self, status: int, message: str, drain: int = 0) -> None:
         super().__init__(message)
         self.status = status
-        self.drain = drain  # read and discard the unread body first, so the client sees the answer, not a reset
+        self.drain = drain  # bytes of unread body to read and discard, so the client sees the answer, not a reset
 
 
 def _web_response(response: Response, close: bool = False) -> web.Response:
@@ -230,8 +233,8 @@ class RestServer:
         expects = request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue"
         if length is not None and length > limit:
             # Expect: 100-continue is refused instead of continued: the client should not send the body at all.
-            raise _Refused(413, f"request body of {length} bytes is {over}",
-                           drain=not expects and length <= limit + self._drain_bytes)
+            drain = length if not expects and length <= limit + self._drain_bytes else 0  # all of it, or none
+            raise _Refused(413, f"request body of {length} bytes is {over}", drain=drain)
         if not request.body_exists:
             return b""
         if expects:  # the low-level server leaves 100 Continue to us
@@ -241,7 +244,7 @@ class RestServer:
             while chunk := await request.content.readany():  # never past Content-Length: aiohttp stops there
                 size += len(chunk)
                 if size > limit:
-                    raise _Refused(413, f"chunked request body is {over}", drain=True)
+                    raise _Refused(413, f"chunked request body is {over}", drain=self._drain_bytes)
                 chunks.append(chunk)
         except (ConnectionError, web_protocol.RequestPayloadError) as exc:  # client gone, or a broken chunk
             of = "" if length is None else f" of {length}"
@@ -258,12 +261,11 @@ class RestServer:
             with contextlib.suppress(Exception):  # the client may be gone; either way the connection closes
                 await answer.prepare(request)
                 await answer.write_eof()
-                await self._drain(request)
+                await self._drain(request, refused.drain)
         return answer
 
-    async def _drain(self, request: web.BaseRequest) -> None:
-        """Read and throw away what is left of the body, within bounds, so closing does not reset the 413."""
-        left = self._drain_bytes
+    async def _drain(self, request: web.BaseRequest, left: int) -> None:
+        """Read and throw away up to `left` bytes of what is left of the body, so closing does not reset the 413."""
         async with asyncio.timeout(_DRAIN_S):
             while left > 0 and (chunk := await request.content.readany()):
                 left -= len(chunk)
