@@ -18,7 +18,7 @@ export PROFILE TRAINER MODEL ARTIFACTS
 
 .DEFAULT_GOAL := help
 .PHONY: help prereqs setup protos train export deploy deploy-tf deploy-torch smoke undeploy status predict edge bench-batching bench-dropin \
-        loadtest sweep loadtest-distributed demo test lint clean
+        loadtest sweep loadtest-distributed bad-input chaos soak demo test lint clean
 
 help: ## List every target with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-21s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -87,6 +87,15 @@ sweep: protos ## Knob grid, saturation, SLO maximum by search, p99 at a common l
 
 loadtest-distributed: protos ## make loadtest with a locust master and WORKERS worker processes (default 2)
 	$(PY) -m loadtests run --workers $(or $(WORKERS),2) $(LOADTEST_ARGS)
+
+bad-input: protos ## Every malformed request to the four deployed targets; the next good one must pass (reliability.json)
+	$(PY) -m reliability matrix
+
+chaos: protos ## Faults under load: kill the TorchServe worker, rollouts, a broken version, restarts, 2x overload (CHAOS_ARGS=...)
+	$(PY) -m reliability chaos $(CHAOS_ARGS)
+
+soak: protos ## Minutes of load at 70% of the sweep's SLO maximum; server RSS growth per stack (SOAK_ARGS="--minutes 5")
+	$(PY) -m reliability soak $(SOAK_ARGS)
 
 # A demo stage that fails stops the demo with its name and leaves no server running.
 define demo_stage

@@ -16,6 +16,7 @@ from report.gpu_report import gpu_section
 from report.html import render_html
 from report.load import Results, load_results
 from report.markdown import figure_path, render_markdown
+from report.reliability_report import reliability_section
 from report.serving_report import runs_section, sweep_run_ids, sweep_section, verdict_section
 from report.training_report import by_profile, trainer_comparisons, training_section
 from report.verdict import choose_verdict
@@ -27,7 +28,7 @@ NOTHING_TO_REPORT = ("no results under {where}: run `make loadtest` or `make swe
 
 def _sources_section(results: Results) -> Section:
     section = Section("sources", "Sources")
-    loaded = [*results.sweeps, *results.summaries, *[x for x in (results.edge, results.gpu) if x],
+    loaded = [*results.sweeps, *results.summaries, *[x for x in (results.edge, results.gpu, results.reliability) if x],
               *results.checkpoints, *([results.manifest] if results.manifest else [])]
     rows = [Row([item.source.path, item.source.run_id or fmt.MISSING, item.source.created or fmt.MISSING,
                  item.source.sha256]) for item in loaded]
@@ -67,7 +68,8 @@ def build_document(results: Results, comparison: RunComparison | None = None) ->
     sections = [verdict_section(results, verdict),
                 *([comparison_section(comparison)] if comparison else []), edge_section(results.edge),
                 choose_section(results, verdict, [f"Training: {line}" for line in comparisons]),
-                sweep_section(results, verdict), runs_section(results, in_sweeps), gpu_section(results.gpu),
+                sweep_section(results, verdict), runs_section(results, in_sweeps),
+                reliability_section(results.reliability), gpu_section(results.gpu),
                 training_section(results.checkpoints, groups, comparisons),
                 _sources_section(results)]
     return Document(TITLE, intro, sections)

@@ -53,6 +53,7 @@ class Results:
     summaries: list[Loaded] = field(default_factory=list)
     edge: Loaded | None = None
     gpu: Loaded | None = None
+    reliability: Loaded | None = None
     checkpoints: list[Loaded] = field(default_factory=list)
     manifest: Loaded | None = None
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (relative path, why)
@@ -60,7 +61,7 @@ class Results:
     @property
     def has_results(self) -> bool:
         """Training checkpoints alone are not a comparison: `make demo` always leaves one."""
-        return bool(self.sweeps or self.summaries or self.edge or self.gpu)
+        return bool(self.sweeps or self.summaries or self.edge or self.gpu or self.reliability)
 
 
 def _read_json(path: Path, root: Path, unreadable: list[tuple[str, str]]) -> tuple[Any, Source] | None:
@@ -127,6 +128,7 @@ def load_results(root: Path) -> Results:
         results.summaries = _load_all(list(results_dir.rglob("summary.json")), root, unreadable, _schema("summary"))
         results.edge = _optional(results_dir / "edge.json", root, unreadable, _schema("edge"))
         results.gpu = _optional(results_dir / "gpu-bench.json", root, unreadable, _schema("gpu-bench"))
+        results.reliability = _optional(results_dir / "reliability.json", root, unreadable, _schema("reliability"))
     checkpoint_files = list((root / "checkpoints").glob("*/checkpoint.json"))
     results.checkpoints = _load_all(checkpoint_files, root, unreadable, _checkpoint_errors)
     results.manifest = _optional(paths.manifest, root, unreadable, lambda d: [])
