@@ -16,10 +16,12 @@ from pathlib import Path
 from common.procs import log_tail
 from loadtests import pinning
 from loadtests.config import RunConfig
+from loadtests.progress import clock
 from loadtests.runner import LocustProcesses, loadtest_options, start_locust
 from loadtests.targets import Target
 
 STARTUP_GRACE_S = 30.0  # locust's own start (imports, payloads) before its run time begins
+PROGRESS_EVERY_S = 30.0  # a run of a minute or more (a soak) says how far it is, this often
 
 
 @dataclass
@@ -141,9 +143,18 @@ class Traffic:
     def __exit__(self, *exc_info: object) -> None:
         """Let the run end on its own (its timeline is written as it quits); stop it on an error."""
         deadline = time.monotonic() + self.load.duration_s + STARTUP_GRACE_S
+        next_report = time.time() + PROGRESS_EVERY_S
         while exc_info[0] is None and self.locust.alive() and time.monotonic() < deadline:
             time.sleep(0.2)
+            if self.load.duration_s >= 2 * PROGRESS_EVERY_S and time.time() >= next_report:
+                self.report_progress()
+                next_report += PROGRESS_EVERY_S
         self.locust.stop()
+
+    def report_progress(self) -> None:
+        elapsed = time.time() - self.started
+        left = max(0.0, self.load.duration_s - elapsed)
+        print(f"  {self.name}: {clock(elapsed)} of {clock(self.load.duration_s)}, {clock(left)} left", flush=True)
 
     def timeline(self) -> Timeline:
         if not self.timeline_file.exists():
