@@ -57,9 +57,9 @@ class Stage:
 
 def fault_row(fault: str, target: Target, timeline: Timeline, fault_at: float, **extra: object) -> dict:
     """One row of the chaos table: the load before the fault and after it, and the recovery."""
+    before, after = timeline.split_at(fault_at)
     return {"fault": fault, "stack": target.side, "target": target.name,
-            "fault_at_s": round(fault_at - timeline.started, 2),
-            "before": timeline.summary(timeline.started, fault_at), "after": timeline.summary(fault_at),
+            "fault_at_s": round(fault_at - timeline.started, 2), "before": before, "after": after,
             "recovery_s": timeline.recovery_s(fault_at), "dropped_by_generator": timeline.dropped, **extra}
 
 

@@ -50,6 +50,10 @@ class Request:
     def ok(self) -> bool:
         return self.outcome == "ok"
 
+    @property
+    def answered_at(self) -> float:
+        return self.sent_at + self.latency_ms / 1000.0
+
 
 @dataclass
 class Timeline:
@@ -62,7 +66,7 @@ class Timeline:
         return [r for r in self.requests if start <= r.sent_at < end]
 
     def failures(self, start: float = 0.0, end: float = float("inf")) -> Counter[str]:
-        return Counter(r.outcome for r in self.between(start, end) if not r.ok)
+        return _failures(self.between(start, end))
 
     def recovery_s(self, fault_at: float) -> float | None:
         """Seconds from the fault until the first request from which every later one succeeded.
@@ -83,19 +87,41 @@ class Timeline:
 
     def latency(self, start: float = 0.0, end: float = float("inf")) -> dict | None:
         """p50 / p99 / max of the successful requests sent in [start, end), in ms; None without any."""
-        values = sorted(r.latency_ms for r in self.between(start, end) if r.ok)
-        if not values:
-            return None
-        p99 = values[min(len(values) - 1, int(0.99 * len(values)))] if len(values) >= 100 else None
-        return {"p50": round(statistics.median(values), 2), "p99": round(p99, 2) if p99 else None,
-                "max": round(values[-1], 2), "samples": len(values)}
+        return _latency(self.between(start, end))
 
     def summary(self, start: float = 0.0, end: float = float("inf")) -> dict:
-        """Requests, failures by kind and latency over [start, end): what each fault row reports."""
-        window = self.between(start, end)
-        failures = self.failures(start, end)
-        return {"requests": len(window), "failed": sum(failures.values()), "failure_kinds": dict(failures),
-                "latency_ms": self.latency(start, end)}
+        """Requests, failures by kind and latency of those sent in [start, end)."""
+        return _summary(self.between(start, end))
+
+    def split_at(self, fault_at: float) -> tuple[dict, dict]:
+        """Summaries of the requests answered before the fault, and of the rest.
+
+        A request in flight when the fault struck (a killed worker's batch, a stopped server's open connection)
+        counts against the fault, not against the load before it.
+        """
+        before = [r for r in self.requests if r.answered_at < fault_at]
+        after = [r for r in self.requests if r.answered_at >= fault_at]
+        return _summary(before), _summary(after)
+
+
+def _failures(requests: list[Request]) -> Counter[str]:
+    return Counter(r.outcome for r in requests if not r.ok)
+
+
+def _latency(requests: list[Request]) -> dict | None:
+    values = sorted(r.latency_ms for r in requests if r.ok)
+    if not values:
+        return None
+    p99 = values[min(len(values) - 1, int(0.99 * len(values)))] if len(values) >= 100 else None
+    return {"p50": round(statistics.median(values), 2), "p99": round(p99, 2) if p99 else None,
+            "max": round(values[-1], 2), "samples": len(values)}
+
+
+def _summary(requests: list[Request]) -> dict:
+    """Requests, failures by kind and latency: what each fault row reports for a window."""
+    failures = _failures(requests)
+    return {"requests": len(requests), "failed": sum(failures.values()), "failure_kinds": dict(failures),
+            "latency_ms": _latency(requests)}
 
 
 class Traffic:
@@ -146,7 +172,8 @@ class Traffic:
         next_report = time.time() + PROGRESS_EVERY_S
         while exc_info[0] is None and self.locust.alive() and time.monotonic() < deadline:
             time.sleep(0.2)
-            if self.load.duration_s >= 2 * PROGRESS_EVERY_S and time.time() >= next_report:
+            if self.load.duration_s >= 2 * PROGRESS_EVERY_S and time.time() >= next_report \
+                    and time.time() < self.started + self.load.duration_s - 1:
                 self.report_progress()
                 next_report += PROGRESS_EVERY_S
         self.locust.stop()

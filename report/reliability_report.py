@@ -90,8 +90,9 @@ def _chaos_blocks(chaos: dict[str, Any]) -> list:
             for fault, by_stack in faults.items()]
     caption = (f"Faults injected under {chaos['rate_rps']:g} req/s of Poisson load ({chaos['duration_s']:g} s per "
                f"fault, the fault after 5 s; overload: half the saturation rate, twice it for 30 s, half again). "
-               "Each cell: requests failed after the fault of those sent, by kind; recovery = from the fault (the "
-               f"end of the overload) until every later request succeeded. Run {chaos['run_id']}.")
+               "Each cell: of the requests answered after the fault (those in flight when it struck included), how "
+               "many failed, by kind (overload: of those sent during it); recovery = from the fault (the end of the "
+               f"overload) until every later request succeeded. Run {chaos['run_id']}.")
     return [Table("reliability-chaos", caption, ["fault", *(title for _, title in STACKS)], rows)]
 
 

@@ -41,6 +41,15 @@ def test_the_summary_counts_only_its_window_and_reports_p99_only_on_100_samples(
     assert timeline_of(*(["ok"] * 100)).latency()["p99"] == 5.0
 
 
+def test_a_request_in_flight_at_the_fault_counts_against_the_fault():
+    # sent at 100.0 and 100.1, each answered 250 ms later; the fault at t=100.2 cuts the second one off
+    timeline = Timeline([Request(100.0, 50.0, "ok"), Request(100.1, 250.0, "HTTP 507"),
+                         Request(100.3, 5.0, "ok")], 100.0)
+    before, after = timeline.split_at(100.2)
+    assert (before["requests"], before["failed"]) == (1, 0)
+    assert (after["requests"], after["failed"], after["failure_kinds"]) == (2, 1, {"HTTP 507": 1})
+
+
 def test_first_success_after_a_moment():
     timeline = timeline_of("ok", "HTTP 503", "HTTP 503", "ok")
     assert timeline.first_success_after(100.05) == pytest.approx(0.25)
