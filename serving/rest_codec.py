@@ -128,7 +128,11 @@ def _numeric_array(rows: list) -> tuple[np.ndarray, bool]:
 
     A rectangular batch is flattened level by level (C loops) into the list of its numbers, converted in one
     np.array call and scanned for booleans; anything else takes np.asarray's own path, which words the error.
-    Measured here: 5.5 ms for 32 images of 32x32 where np.asarray took 5.3 ms (1 image: 0.18 against 0.17 ms)."""
+    On the development machine it runs about as fast as np.asarray alone (within 15 % either way between runs, for
+    1 and for 32 images of 32x32), the boolean scan included.
+
+    Its twin is serving/tf/dropin/json_tensor.py's _numeric_array: this module ships alone inside the .mar and the
+    drop-in imports nothing from the repository, so neither can import the other; change both together."""
     shape, level = [], [rows]
     while level and type(level[0]) is list:
         width = len(level[0])

@@ -178,7 +178,9 @@ def _numeric_array(value: Any) -> tuple[np.ndarray, bool]:
     or mixed lists take np.asarray's own path, which words the error.
 
     Also whether a JSON boolean sits among the leaves: numpy turns [0.5, true] into [0.5, 1.0] without a word. The
-    scan is a C loop over the flat list: 32 images of 32x32 convert in 5.5 ms instead of 4.8 (measured here)."""
+    scan is a C loop over the flat list (for 32 images of 32x32, about as long as np.array takes over that list).
+
+    Its twin is serving/rest_codec.py's _numeric_array (TorchServe's handler): see there why it stands twice."""
     shape, level = [], [value]
     while level and type(level[0]) is list:
         width = len(level[0])
