@@ -141,12 +141,11 @@ def float_tensor(array: np.ndarray, dtype: str = "DT_FLOAT") -> Tensor:
 
 # -- recipe makers ----------------------------------------------------------------------------------------------------
 
-def _json(body: Callable[[Context], bytes], tensor: Callable[[Context], Tensor | None] | None = None,
-          grpc: bool = True) -> dict[str, Recipe]:
-    """The same body to both REST targets (and inside torch-grpc's request); tf-grpc gets `tensor`, if any."""
-    recipes: dict[str, Recipe] = {"tf-rest": lambda c: Post(body(c)), "torch-rest": lambda c: Post(body(c))}
-    if grpc:
-        recipes["torch-grpc"] = lambda c: Call(body=body(c))
+def _json(body: Callable[[Context], bytes],
+          tensor: Callable[[Context], Tensor | None] | None = None) -> dict[str, Recipe]:
+    """The same body to both REST targets and inside torch-grpc's request; tf-grpc gets `tensor`, if any."""
+    recipes: dict[str, Recipe] = {"tf-rest": lambda c: Post(body(c)), "torch-rest": lambda c: Post(body(c)),
+                                  "torch-grpc": lambda c: Call(body=body(c))}
     if tensor is not None:
         recipes["tf-grpc"] = lambda c: _call_or_none(tensor(c))
     return recipes

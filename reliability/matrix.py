@@ -16,7 +16,6 @@ import json
 import socket
 import threading
 import time
-import urllib.request
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from reliability.inputs import (
     Probe,
     Raw,
 )
+from serving.clients import error_text, rest_path
 
 ANSWER_TIMEOUT_S = 30.0  # far beyond any answer here; only a hung server reaches it
 EXPECT_WAIT_S = 5.0  # how long an Expect: 100-continue client waits for 100 before it sends the body anyway
@@ -173,12 +173,7 @@ def _read_response(reader: _Reader) -> tuple[int, bytes]:
 
 
 def _http_answer(status: int, body: bytes) -> Answer:
-    text = body.decode("utf-8", "replace").strip()
-    try:  # the drop-in and the handler answer {"error"}, TorchServe's frontend {"code", "type", "message"}
-        answer = json.loads(text)
-        text = str(answer.get("error") or answer.get("message") or text)
-    except (ValueError, AttributeError):
-        pass
+    text, _ = error_text(body)
     return Answer("http", status, f"HTTP {status}" + ("" if text else " (empty body)"), text)
 
 
@@ -188,12 +183,6 @@ def _no_answer(error: BaseException) -> Answer:
     if isinstance(error, EOFError):
         return Answer("closed", None, "connection closed without an answer")
     return Answer("reset", None, "connection reset", f"{type(error).__name__}: {error}")
-
-
-def _rest_path(target: str, model: str, version: int | None) -> str:
-    if target == "tf-rest":
-        return f"/v1/models/{model}{'' if version is None else f'/versions/{version}'}:predict"
-    return f"/predictions/{model}{'' if version is None else f'/{version}'}"
 
 
 def _send_expecting(sock: socket.socket, reader: _Reader, head: bytes, body: bytes) -> Answer | None:
@@ -228,7 +217,7 @@ def _send(sock: socket.socket, how: str, head: bytes, body: bytes) -> None:
 
 def post(target: Target, probe: Post, model: str) -> Answer:
     """Send one REST probe and read what the server answers, even if it answered before the body was out."""
-    headers = [f"POST {_rest_path(target.name, probe.model or model, probe.version)} HTTP/1.1",
+    headers = [f"POST {rest_path(target.name, probe.model or model, probe.version)} HTTP/1.1",
                f"Host: {target.host}:{target.port}", "Content-Type: application/json",
                f"Content-Length: {len(probe.body)}"]
     headers += [f"Authorization: Bearer {target.token}"] if target.token else []
@@ -243,7 +232,7 @@ def post(target: Target, probe: Post, model: str) -> Answer:
                     return answered
             else:
                 _send(sock, probe.how, head, probe.body)
-        except OSError as error:  # closed or reset mid-upload
+        except (OSError, EOFError, ValueError) as error:  # closed or reset mid-upload, or after the headers
             cut = error
         try:
             answer = _http_answer(*_read_response(reader))
@@ -367,20 +356,16 @@ def server_state(target: Target, model: str) -> tuple | None:
 
 
 def _torch_workers(target: Target, model: str) -> tuple | None:
+    from serving.torch.management import Management, ManagementError
     from serving.torch.server import read_keys
 
     record = target.record
-    headers = {}
-    if record.key_file:
-        headers["Authorization"] = f"Bearer {read_keys(Path(record.key_file))['management']}"
-    url = f"http://127.0.0.1:{record.ports['management']}/models/{model}"
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    token = read_keys(Path(record.key_file))["management"] if record.key_file else None
     try:
-        with opener.open(urllib.request.Request(url, headers=headers), timeout=ANSWER_TIMEOUT_S) as answer:
-            described = json.loads(answer.read())
-    except (OSError, ValueError):
+        workers = Management(record.ports["management"], token, timeout_s=ANSWER_TIMEOUT_S).workers(model)
+    except (OSError, ValueError, ManagementError):
         return None
-    return tuple(sorted((w.get("pid"), w.get("startTime")) for d in described for w in d.get("workers", [])))
+    return tuple(sorted((w.get("pid"), w.get("startTime")) for w in workers))
 
 
 @dataclass(frozen=True)

@@ -131,13 +131,7 @@ class _RestClient(Client):
         """Nothing held: urllib opens one connection per request."""
 
     def _http_error(self, status: int, body: bytes) -> ClientError:
-        text = body.decode("utf-8", "replace").strip()
-        kind = None
-        try:  # TF Serving and the handler answer {"error"}, TorchServe's frontend {"code", "type", "message"}
-            answer = json.loads(text)
-            text, kind = answer.get("error") or answer.get("message") or text, answer.get("type")
-        except (ValueError, AttributeError):
-            pass
+        text, kind = error_text(body)
         message = f"{self.where}: HTTP {status}{f' {kind}' if kind else ''}: {text}"
         # TorchServe answers a missing or wrong token with 400 InvalidKeyException.
         if status in (401, 403) or kind == "InvalidKeyException":
@@ -149,14 +143,34 @@ class _RestClient(Client):
         return (BadRequest if 400 <= status < 500 else ClientError)(message, status)
 
 
+def error_text(body: bytes) -> tuple[str, str | None]:
+    """The message of an error answer and its type where the server names one; the raw text otherwise.
+
+    TF Serving, the drop-in and the handler answer {"error"}, TorchServe's frontend {"code", "type", "message"}.
+    """
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        answer = json.loads(text)
+        return str(answer.get("error") or answer.get("message") or text), answer.get("type")
+    except (ValueError, AttributeError):
+        return text, None
+
+
+def rest_path(target: str, model: str, version: int | str | None = None) -> str:
+    """The predict path of a REST target: TF Serving's /v1/models/...:predict or TorchServe's /predictions/..."""
+    name = urllib.parse.quote(model, safe="")
+    if target == "tf-rest":
+        return f"/v1/models/{name}{'' if version is None else f'/versions/{version}'}:predict"
+    return f"/predictions/{name}{'' if version is None else f'/{version}'}"
+
+
 class TFRestClient(_RestClient):
     """TF Serving's REST API: POST /v1/models/<name>[/versions/<v>]:predict."""
 
     target = "tf-rest"
 
     def _path(self) -> str:
-        version = "" if self.version is None else f"/versions/{self.version}"
-        return f"/v1/models/{urllib.parse.quote(self.model, safe='')}{version}:predict"
+        return rest_path(self.target, self.model, self.version)
 
 
 class TorchRestClient(_RestClient):
@@ -165,8 +179,7 @@ class TorchRestClient(_RestClient):
     target = "torch-rest"
 
     def _path(self) -> str:
-        version = "" if self.version is None else f"/{self.version}"
-        return f"/predictions/{urllib.parse.quote(self.model, safe='')}{version}"
+        return rest_path(self.target, self.model, self.version)
 
 
 class _GrpcClient(Client):

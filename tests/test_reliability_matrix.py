@@ -156,6 +156,28 @@ def test_responses_are_read_by_content_length_chunks_or_to_the_end():
     assert matrix._http_answer(413, b"").text == "HTTP 413 (empty body)"
 
 
+def test_a_server_that_closes_after_the_headers_is_a_row_not_a_crash():
+    """Expect: 100-continue, and the server reads the headers and hangs up: an answer of kind closed."""
+    import threading
+
+    from loadtests.targets import Target
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def hang_up_after_the_headers():
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+
+    thread = threading.Thread(target=hang_up_after_the_headers, daemon=True)
+    thread.start()
+    with listener:
+        target = Target("tf-rest", "127.0.0.1", listener.getsockname()[1], server={})
+        answer = matrix.post(target, Post(b"x" * 100, "expect"), "tiny")
+    thread.join(5)
+    assert answer.kind in ("closed", "reset"), answer
+
+
 def test_a_goaway_frame_is_found_after_other_frames():
     settings_frame = (0).to_bytes(3, "big") + bytes([4, 0]) + bytes(4)
     debug = b"HTTP/2 client preface string missing or corrupt"
