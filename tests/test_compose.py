@@ -23,6 +23,7 @@ from common.errors import UsageError
 from common.paths import REPO_ROOT, ArtifactPaths
 from serving import deploy
 from serving.config import DeployConfig
+from serving.torch.server import TorchServeConfig
 from tests.conftest import run_module
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
@@ -164,6 +165,10 @@ def test_torchserve_runs_the_projects_config_with_token_auth_and_deploys_batchin
     # the model API serves rollouts; archives register from the mounted store only, never from a remote URL
     assert properties["enable_model_api"] == "true"
     assert properties["allowed_urls"] == "file:///home/model-server/model-store/.*"
+    # the same size limit as the native server, which the compose TF Serving's gRPC flag matches
+    limit = TorchServeConfig.max_request_bytes
+    assert properties["max_request_size"] == properties["max_response_size"] == str(limit)
+    assert f"--grpc_channel_arguments=grpc.max_receive_message_length={limit}" in services["tf-serving"]["command"]
     script = words(service["command"])
     assert service["entrypoint"] == ["/bin/bash", "-c"]  # not the image's, which adds --disable-token-auth
     assert "/home/model-server/docker.properties" in script and "disable-token-auth" not in script
