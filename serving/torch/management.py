@@ -53,6 +53,10 @@ class Management:
         return {entry["modelVersion"]: entry["modelVersion"] == default
                 for entry in self._call("GET", f"/models/{_quoted(model)}/all")}
 
+    def workers(self, model: str) -> list[dict]:
+        """The default version's workers as the management API describes them (id, pid, status, ...)."""
+        return self._call("GET", f"/models/{_quoted(model)}")[0].get("workers", [])
+
     def roll_out(self, model: str, archive: str, **knobs: int) -> str:
         """Register `archive` as a new version of `model`, make it the default, unregister the others: the new version.
 

@@ -16,14 +16,12 @@ import re
 import shutil
 import sys
 import time
-import urllib.error
-import urllib.request
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.procs import free_port, log_tail, start_group, stop_group, wait_http_ok
-from serving.torch.management import Management
+from serving.torch.management import Management, ManagementError
 
 
 class ServerError(RuntimeError):
@@ -244,24 +242,20 @@ class TorchServe:
 
     def _workers_ready(self, name: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        url = f"http://127.0.0.1:{self.config.management_port}/models/{name}"
         while time.monotonic() < deadline and self.process.poll() is None:
-            workers = self._model_workers(url)
+            workers = self._model_workers(name)
             if workers and all(worker.get("status") == "READY" for worker in workers):
                 return True
             time.sleep(0.5)
         return False
 
-    def _model_workers(self, url: str) -> list[dict]:
+    def _model_workers(self, name: str) -> list[dict]:
         """The model's workers from the management API, [] while it does not answer; a 4xx is a ServerError."""
-        request = urllib.request.Request(url, headers=self.auth_headers("management"))
         try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                return json.load(response)[0].get("workers", [])
-        except urllib.error.HTTPError as error:
-            if 400 <= error.code < 500:  # a refused token or request: waiting will not change the answer
-                body = " ".join(error.read().decode("utf-8", "replace").split())
-                raise ServerError(f"TorchServe refused {url}: HTTP {error.code} {body}") from None
+            return self.management(timeout_s=5).workers(name)
+        except ManagementError as error:
+            if 400 <= error.status < 500:  # a refused token or request: waiting will not change the answer
+                raise ServerError(f"TorchServe refused the management API's /models/{name}: {error}") from None
             return []
         except (OSError, ValueError, IndexError):
             return []  # not answering (yet, or it is going down): the caller re-checks the process
@@ -271,10 +265,10 @@ class TorchServe:
             return {}
         return {"Authorization": f"Bearer {read_keys(self.config.key_file)[api]}"}
 
-    def management(self) -> Management:
+    def management(self, timeout_s: float = Management.timeout_s) -> Management:
         """This instance's management API, with its management token."""
         token = read_keys(self.config.key_file)["management"] if self.config.token_auth else None
-        return Management(self.config.management_port, token)
+        return Management(self.config.management_port, token, timeout_s=timeout_s)
 
     def stop(self) -> None:
         if self.process is not None:
