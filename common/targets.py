@@ -8,6 +8,7 @@ of splitting strings like "tf-rest".
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -70,3 +71,11 @@ def ordered(names: Iterable[str]) -> list[str]:
     """`names` (any iterable of target names) in the table's order; unknown names are dropped."""
     present = set(names)
     return [name for name in NAMES if name in present]
+
+
+def bearer_token(text: str) -> str:
+    """The token a token file holds: its text, or the inference key when it is TorchServe's key_file.json.
+
+    Raises ValueError, KeyError or TypeError for JSON that is not a key file."""
+    text = text.strip()
+    return json.loads(text)["inference"]["key"] if text.startswith("{") else text

@@ -32,7 +32,7 @@ import grpc
 from locust import FastHttpUser, User, constant, events, task
 from locust.runners import MasterRunner, WorkerRunner
 
-from common.targets import NAMES, target_named
+from common.targets import NAMES, bearer_token, target_named
 from loadtests import payloads as payload_file
 from loadtests.arrivals import RateSteps, arrival_gaps
 
@@ -179,8 +179,8 @@ class TokenSource:
             return options.loadtest_token
         self.read_at = time.monotonic()
         try:
-            text = open(options.loadtest_token_file, encoding="utf-8").read().strip()
-            return json.loads(text)["inference"]["key"] if text.startswith("{") else text
+            with open(options.loadtest_token_file, encoding="utf-8") as file:
+                return bearer_token(file.read())
         except (OSError, ValueError, KeyError, TypeError):
             return self.token or ""  # mid-rewrite or gone (the server is restarting): keep the last one
 

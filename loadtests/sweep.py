@@ -41,7 +41,7 @@ from loadtests.targets import Target, resolve_targets
 from serving.config import DeployConfig
 from serving.record import read_record
 
-USUAL_PROBES = 6  # a search that ran to its end took 6 probes in the sweep of 2026-12-03
+USUAL_PROBES = 6  # a guess, for the progress line's total only (which grows as measurements exceed it)
 PROBE_REQUESTS_MARGIN = 1.25  # a probe plans this many times min_requests arrivals: Poisson counts vary
 # Knobs that matter, a small grid each. TF: server-side batching; TorchServe: workers, batch size, delay.
 TF_GRID = ({"enable_batching": False},
@@ -332,8 +332,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
 def _planned(cfg: SweepConfig, targets: int) -> int:
     """Measurements the sweep expects (a search's probes are not known ahead: its usual count is planned)."""
     grid = (len(TF_GRID) * targets if cfg.knob_grid else 0)
-    usual_probes = USUAL_PROBES
-    per_target = cfg.run.repeats * (2 + usual_probes) + len(set(cfg.batch_sizes) - {1})
+    per_target = cfg.run.repeats * (2 + USUAL_PROBES) + len(set(cfg.batch_sizes) - {1})
     return grid + targets * per_target
 
 

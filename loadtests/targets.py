@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -10,7 +9,7 @@ from urllib.parse import urlsplit
 
 from common.errors import UsageError
 from common.procs import port_open
-from common.targets import target_named
+from common.targets import bearer_token, target_named
 from serving.config import DeployConfig
 from serving.record import DeployRecord, read_record
 
@@ -99,14 +98,13 @@ def _token_from(path: Path) -> str:
         text = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise UsageError(f"cannot read the token file {path}: {exc.strerror}") from None
-    if text.startswith("{"):
-        try:
-            return json.loads(text)["inference"]["key"]
-        except (ValueError, KeyError, TypeError):
-            raise UsageError(f"{path} is JSON but not TorchServe's key file (no inference.key)") from None
-    if not text:
+    try:
+        token = bearer_token(text)
+    except (ValueError, KeyError, TypeError):
+        raise UsageError(f"{path} is JSON but not TorchServe's key file (no inference.key)") from None
+    if not token:
         raise UsageError(f"the token file {path} is empty")
-    return text
+    return token
 
 
 def external_target(url: str, names: tuple[str, ...] | None, host_header: str | None,

@@ -428,19 +428,23 @@ def test_results_name_the_server_that_produced_them(fields, binary, official, ve
 def test_the_token_reaches_locust_through_its_environment_never_its_command_line(tmp_path, monkeypatch):
     """A command line is visible to every local user (`ps`); TorchServe's random tokens may also begin with '-'
     (passed as '--opt value', argparse took it for an option), as may a Host header."""
-    import configargparse
-
     from loadtests.runner import loadtest_options, locust_environment
     from loadtests.targets import Target
 
     target = Target("torch-rest", "127.0.0.1", 1, {}, token="-Xk9_token", host_header="-odd.example")
     options = loadtest_options(RunConfig(run_id="x", quiet=True), target, tmp_path / "p.npz", tmp_path / "r.json")
     assert not any("Xk9_token" in option for option in options)
-    env = locust_environment(target)
-    parser = configargparse.ArgumentParser()  # as the locustfile declares them (locust parses with configargparse)
-    parser.add_argument("--loadtest-token", env_var="LOADTEST_TOKEN", default="")
-    parser.add_argument("--loadtest-host-header", env_var="LOADTEST_HOST_HEADER", default="")
-    parsed, _ = parser.parse_known_args(options, env_vars=env)
-    assert (parsed.loadtest_token, parsed.loadtest_host_header) == ("-Xk9_token", "-odd.example")
+    # the locustfile's own option declarations, parsed as locust parses them (configargparse), in a child process:
+    # importing locust patches the interpreter (gevent)
+    parse = ("import configargparse, json, sys\n"
+             "from loadtests.locustfile import _options\n"
+             "parser = configargparse.ArgumentParser()\n"
+             "_options(parser)\n"
+             "parsed, _ = parser.parse_known_args(sys.argv[1:])\n"
+             "print(json.dumps([parsed.loadtest_token, parsed.loadtest_host_header]))\n")
+    done = subprocess.run([sys.executable, "-c", parse, *options], env=locust_environment(target), cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == ["-Xk9_token", "-odd.example"]
     monkeypatch.setenv("LOADTEST_TOKEN", "the-callers-own")  # a target without a token sends none
     assert locust_environment(Target("tf-rest", "127.0.0.1", 1, {}))["LOADTEST_TOKEN"] == ""

@@ -15,7 +15,6 @@ import contextlib
 import gzip
 import http.server
 import json
-import os
 import pickle
 import subprocess
 import threading
@@ -29,6 +28,7 @@ import pytest
 
 from common.paths import REPO_ROOT
 from common.reference import load_reference
+from loadtests.server_stats import group_members
 from serving.clients import make_client
 from serving.record import load_record
 from serving.torch import protos
@@ -67,10 +67,15 @@ def archives_in_store(artifacts, *versions: str):
             mar.unlink(missing_ok=True)
 
 
-def _http(method: str, url: str, token: str | None = None) -> tuple[int, str]:
+def _http(method: str, url: str, token: str | None = None, body: dict | bytes | None = None) -> tuple[int, str]:
+    """(status, body text) of one request, 4xx and 5xx included; a dict body is sent as JSON."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    data = json.dumps(body).encode() if isinstance(body, dict) else body
+    if data is not None:
+        headers["Content-Type"] = "application/json"
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, method=method, headers=headers), timeout=60) as answer:
+        request = urllib.request.Request(url, data=data, method=method, headers=headers)
+        with urllib.request.urlopen(request, timeout=60) as answer:
             return answer.status, answer.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
@@ -81,12 +86,11 @@ def _http(method: str, url: str, token: str | None = None) -> tuple[int, str]:
 def _listening(pgid: int) -> set[tuple[str, int]]:
     """(address, port) of every TCP socket listening in the process group (TorchServe: frontend and workers)."""
     found = set()
-    for process in psutil.process_iter():
+    for process in group_members(pgid):
         try:
-            if os.getpgid(process.pid) == pgid:
-                found |= {(c.laddr.ip, c.laddr.port) for c in process.net_connections(kind="inet")
-                          if c.status == psutil.CONN_LISTEN}
-        except (psutil.Error, ProcessLookupError):
+            found |= {(c.laddr.ip, c.laddr.port) for c in process.net_connections(kind="inet")
+                      if c.status == psutil.CONN_LISTEN}
+        except psutil.Error:
             continue  # gone, or not ours to inspect
     return found
 
@@ -269,26 +273,16 @@ def test_a_pickle_sent_to_the_dropin_is_refused_never_run(deployed, tmp_path):
             assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (dtype, refused.value.details())
     encoded = {"b64": base64.b64encode(blob).decode()}
     for body in ({"instances": [encoded]}, {"inputs": {"images": encoded}}, {"instances": [blob.decode("latin-1")]}):
-        status, answer = _http_json(f"http://127.0.0.1:{env['TF_REST_PORT']}/v1/models/tiny:predict", body)
+        status, answer = _http("POST", f"http://127.0.0.1:{env['TF_REST_PORT']}/v1/models/tiny:predict", body=body)
         assert status == 400 and "error" in json.loads(answer), answer
     assert not marker.exists()
-
-
-def _http_json(url: str, body: dict | bytes) -> tuple[int, str]:
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as answer:
-            return answer.status, answer.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
 
 
 @pytest.mark.parametrize("depth", [100, 2_000, 200_000])
 def test_the_dropin_refuses_deep_nesting_and_keeps_serving(deployed, artifacts, depth):
     env, _ = deployed
     url = f"http://127.0.0.1:{env['TF_REST_PORT']}/v1/models/tiny:predict"
-    status, answer = _http_json(url, b'{"instances": ' + b"[" * depth + b"0.5" + b"]" * depth + b"}")
+    status, answer = _http("POST", url, body=b'{"instances": ' + b"[" * depth + b"0.5" + b"]" * depth + b"}")
     assert status == 400 and "error" in json.loads(answer), answer[:500]
     reference = load_reference(artifacts, "tiny")
     with make_client("tf-rest", port=int(env["TF_REST_PORT"]), model="tiny") as client:
