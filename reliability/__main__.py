@@ -33,8 +33,9 @@ def _parser() -> OneLineArgumentParser:
                        help="repeatable; default: all of them (--short: kill-worker, rollout, broken-version)")
     chaos.add_argument("--rate", type=float, default=50.0, help="the steady load during a fault (req/s, Poisson)")
     chaos.add_argument("--duration", type=float, default=25.0,
-                       help="seconds of load per fault (the fault comes after 5 s; restart takes at least 45)")
-    chaos.add_argument("--short", action="store_true", help="the faults make test runs, 15 s each")
+                       help="seconds of load per fault (the fault comes after 5 s; a new TorchServe worker took up "
+                            "to 10.3 s on the development machine; restart takes at least 45)")
+    chaos.add_argument("--short", action="store_true", help="only the faults make test runs")
     soak = commands.add_parser("soak", help="minutes of steady load; the servers' memory over time")
     soak.add_argument("--target", action="append", choices=NAMES,
                       help="repeatable; default: tf-rest and torch-rest (one per stack, the same bytes)")
@@ -80,7 +81,7 @@ def command_chaos(args) -> int:
     from reliability.results import results_file, write_section
 
     faults = tuple(dict.fromkeys(args.fault or (SHORT_FAULTS if args.short else FAULTS)))
-    duration = 15.0 if args.short else args.duration
+    duration = args.duration
     if args.rate <= 0 or duration < 10:
         raise UsageError("--rate must be positive and --duration at least 10 s (the fault comes after 5 s)")
     names = tuple(dict.fromkeys(name for fault in faults for name, _ in FAULTS[fault]))
@@ -89,7 +90,7 @@ def command_chaos(args) -> int:
           flush=True)
     rows = run_chaos(stage, faults, lambda line: print(line, flush=True))
     section = {"run_id": stage.run_dir.name, "rate_rps": args.rate, "duration_s": duration,
-               "servers": {t.side: t.server for t in stage.targets.values()}, "environment": _environment(),
+               "servers": {t.side: t.server for t in stage.targets.values()}, "environment": _environment(stage),
                "faults": rows}
     path = write_section(results_file(stage.cfg.paths.results_dir), "chaos", section)
     print(f"results: {path}")
@@ -114,20 +115,20 @@ def command_soak(args) -> int:
               f"{growth.get('slope_mib_per_min')} MiB/min", flush=True)
         rows.append(row)
     section = {"run_id": stage.run_dir.name, "servers": {t.side: t.server for t in stage.targets.values()},
-               "environment": _environment(), "targets": rows}
+               "environment": _environment(stage), "targets": rows}
     path = write_section(results_file(stage.cfg.paths.results_dir), "soak", section)
     print(f"results: {path}")
     return 0
 
 
-def _environment() -> dict:
-    """The machine and package versions, and what sent the load (the servers are in "servers")."""
-    from importlib import metadata
+def _environment(stage) -> dict:
+    """The machine, package versions, CPU pinning and what sent the load (as a load test records them)."""
+    from loadtests import pinning
+    from loadtests.config import RunConfig
+    from loadtests.runner import environment_record
 
-    from common.environment import host_record, package_versions
-
-    return {"host": host_record(), "packages": package_versions(),
-            "generator": {"tool": "locust", "version": metadata.version("locust"), "processes": 1}}
+    plan = pinning.plan_cpus([target.server.get("cpus") for target in stage.targets.values()])
+    return environment_record(plan, RunConfig())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -111,14 +111,23 @@ def _remove_versions(stage: Stage, directories: list[Path], keep: int) -> None:
         raise RuntimeError(f"the TF server did not return to version {keep} after the fault's versions were removed")
 
 
+def _available_version(stage: Stage) -> int:
+    old = _serving_version(stage)
+    if old is None:
+        raise RuntimeError("the TF server has no AVAILABLE version; deploy it again (make deploy-tf)")
+    return old
+
+
+def _next_version(base: Path) -> int:
+    return max(int(p.name) for p in base.iterdir() if p.name.isdigit()) + 1
+
+
 def tf_rollout(stage: Stage) -> dict:
     """A copy of the serving version placed as the next version: zero failures, and the new one serves."""
     target = stage.target("tf-rest")
     base = stage.cfg.paths.tf_model_base(stage.cfg.model)
-    old = _serving_version(stage)
-    if old is None:
-        raise RuntimeError("the TF server has no AVAILABLE version to roll out from")
-    new = max(int(p.name) for p in base.iterdir() if p.name.isdigit()) + 1
+    old = _available_version(stage)
+    new = _next_version(base)
     placed: list[Path] = []
     try:
         with stage.traffic(target, "rollout") as traffic:
@@ -139,8 +148,8 @@ def tf_broken_version(stage: Stage) -> dict:
     """A version directory whose SavedModel is garbage: it must fail to load and the old version keep serving."""
     target = stage.target("tf-rest")
     base = stage.cfg.paths.tf_model_base(stage.cfg.model)
-    old = _serving_version(stage)
-    broken = base / str(max(int(p.name) for p in base.iterdir() if p.name.isdigit()) + 1)
+    old = _available_version(stage)
+    broken = base / str(_next_version(base))
     hidden = base / f".incoming-{broken.name}"
     try:
         with stage.traffic(target, "broken-version") as traffic:
@@ -176,10 +185,12 @@ def _management(stage: Stage):
 
 def torch_workers(stage: Stage) -> list[dict]:
     """The model's workers from TorchServe's management API ([] while it does not answer)."""
-    api = _management(stage)
-    headers = {"Authorization": f"Bearer {api.token}"} if api.token else {}
-    described = get_json(f"http://127.0.0.1:{api.port}/models/{stage.cfg.model}", headers)
-    return described[0].get("workers", []) if isinstance(described, list) and described else []
+    from serving.torch.management import ManagementError
+
+    try:
+        return _management(stage).workers(stage.cfg.model)
+    except (OSError, ValueError, ManagementError):  # not answering yet, or answering 5xx while it restarts
+        return []
 
 
 def kill_worker(stage: Stage) -> dict:
@@ -271,7 +282,7 @@ def overload(stage: Stage, target_name: str, saturation_rps: float, seconds: flo
                        "achieved_rps": _achieved(timeline, overload_at, overload_end)},
             "after": timeline.summary(overload_end),
             "recovery_s": timeline.recovery_s(overload_end),
-            "latency_back_s": _latency_back(timeline, overload_at, overload_end),
+            "latency_back_s": _latency_back(timeline, overload_at, overload_end, phases[2][0]),
             "dropped_by_generator": timeline.dropped}
 
 
@@ -280,13 +291,15 @@ def _achieved(timeline: Timeline, start: float, end: float) -> float:
     return round(len(answered) / (end - start), 1)
 
 
-def _latency_back(timeline: Timeline, overload_at: float, overload_end: float) -> float | None:
-    """Seconds after the overload until a one-second bin's median latency is within 2x the one before it."""
+def _latency_back(timeline: Timeline, overload_at: float, overload_end: float, last_phase_s: float) -> float | None:
+    """Seconds after the overload until a one-second bin's median latency is within 2x the one before it.
+
+    None when no bin of the last phase (normal load again) got there."""
     before = timeline.latency(timeline.started, overload_at)
     if not before:
         return None
     bound, moment = 2 * before["p50"], overload_end
-    while moment < overload_end + 30:
+    while moment < overload_end + last_phase_s:
         window = timeline.latency(moment, moment + 1.0)
         if window and window["p50"] <= bound and not timeline.failures(moment, moment + 1.0):
             return round(moment - overload_end, 1)
@@ -317,7 +330,7 @@ def _overload(stage: Stage, target_name: str) -> dict:
 # Every fault by name: the targets it runs on, in order, and the function that injects and measures it.
 FAULTS: dict[str, tuple[tuple[str, Callable[[Stage], dict]], ...]] = {
     "kill-worker": (("torch-rest", kill_worker),),
-    "rollout": (("tf-rest", tf_rollout), ("torch-rest", lambda stage: torch_rollout(stage))),
+    "rollout": (("tf-rest", tf_rollout), ("torch-rest", torch_rollout)),
     "broken-version": (("tf-rest", tf_broken_version),),
     "restart": (("tf-rest", lambda stage: restart(stage, "tf-rest")),
                 ("torch-rest", lambda stage: restart(stage, "torch-rest"))),

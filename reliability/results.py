@@ -7,11 +7,10 @@ context; a command replaces its own section and leaves the others as they were.
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from common.schemas import schema_errors
+from common.fsutil import write_results_file
 
 SCHEMA_VERSION = 1
 SECTIONS = ("matrix", "chaos", "soak")
@@ -33,16 +32,9 @@ def read_results(path: Path) -> dict:
 
 
 def write_section(path: Path, name: str, section: dict) -> Path:
-    """Replace one section (stamped with when it was written), keep the rest; written atomically."""
+    """Replace one section (stamped with when it was written), keep the rest; validated before anything is written."""
     if name not in SECTIONS:
         raise ValueError(f"unknown reliability section {name!r}")
     document = read_results(path)
     document[name] = {"written": datetime.now(UTC).isoformat(timespec="seconds"), **section}
-    errors = schema_errors(document, "reliability")
-    if errors:  # a writer bug, not a result: say where, write nothing
-        raise ValueError(f"the {name} section does not match common/schemas/reliability.schema.json: {errors[0]}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, path)
-    return path
+    return write_results_file(path.parent, path.name, document, schema="reliability")

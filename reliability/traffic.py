@@ -13,14 +13,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from common.procs import log_tail
 from loadtests import pinning
 from loadtests.config import RunConfig
 from loadtests.progress import clock
-from loadtests.runner import LocustProcesses, loadtest_options, start_locust
+from loadtests.runner import LOCUST_START_TIMEOUT_S, LocustProcesses, loadtest_options, start_locust
+from loadtests.summary import samples_needed
 from loadtests.targets import Target
 
-STARTUP_GRACE_S = 30.0  # locust's own start (imports, payloads) before its run time begins
+QUIT_GRACE_S = 30.0  # after its run time, locust writes its timeline and quits
 PROGRESS_EVERY_S = 30.0  # a run of a minute or more (a soak) says how far it is, this often
 
 
@@ -73,13 +76,13 @@ class Timeline:
 
         0 when nothing failed after the fault; None when the last request still failed (no recovery seen).
         """
-        after = self.between(fault_at, float("inf"))
+        after = sorted((r for r in self.requests if r.answered_at >= fault_at), key=lambda r: r.sent_at)
         failed = [index for index, request in enumerate(after) if not request.ok]
         if not failed:
             return 0.0
         if failed[-1] == len(after) - 1:
             return None
-        return round(after[failed[-1] + 1].sent_at - fault_at, 2)
+        return round(max(0.0, after[failed[-1] + 1].sent_at - fault_at), 2)
 
     def first_success_after(self, moment: float) -> float | None:
         """Seconds from `moment` to the first request sent after it that succeeded, or None."""
@@ -112,8 +115,8 @@ def _latency(requests: list[Request]) -> dict | None:
     values = sorted(r.latency_ms for r in requests if r.ok)
     if not values:
         return None
-    p99 = values[min(len(values) - 1, int(0.99 * len(values)))] if len(values) >= 100 else None
-    return {"p50": round(statistics.median(values), 2), "p99": round(p99, 2) if p99 else None,
+    p99 = float(np.percentile(values, 99)) if len(values) >= samples_needed(99) else None  # the load tests' rule
+    return {"p50": round(statistics.median(values), 2), "p99": None if p99 is None else round(p99, 2),
             "max": round(values[-1], 2), "samples": len(values)}
 
 
@@ -151,14 +154,13 @@ class Traffic:
         plan = pinning.plan_cpus([self.target.server.get("cpus")])
         self.locust = start_locust(cfg, self.target, options, self.run_dir / self.name, self.log,
                                    plan.generator_cpus)
-        self.started = time.time()
         self.wait_until_sending()
         return self
 
     def wait_until_sending(self) -> None:
         """Until locust's test has begun (its first stats row), so that a fault is injected under load."""
         history = Path(f"{self.run_dir / self.name}_stats_history.csv")
-        deadline = time.monotonic() + STARTUP_GRACE_S
+        deadline = time.monotonic() + LOCUST_START_TIMEOUT_S
         while not history.exists():
             if time.monotonic() > deadline or not self.locust.alive():
                 self.locust.stop()
@@ -168,7 +170,7 @@ class Traffic:
 
     def __exit__(self, *exc_info: object) -> None:
         """Let the run end on its own (its timeline is written as it quits); stop it on an error."""
-        deadline = time.monotonic() + self.load.duration_s + STARTUP_GRACE_S
+        deadline = time.monotonic() + self.load.duration_s + QUIT_GRACE_S
         next_report = time.time() + PROGRESS_EVERY_S
         while exc_info[0] is None and self.locust.alive() and time.monotonic() < deadline:
             time.sleep(0.2)

@@ -116,7 +116,7 @@ def _fault_cell(row: dict | None) -> str:
 
 
 def _after(seconds: float | None) -> str:
-    return "not within 30 s" if seconds is None else f"after {seconds:g} s"
+    return "not within the run" if seconds is None else f"after {seconds:g} s"
 
 
 # -- soak ----------------------------------------------------------------------------------------------------

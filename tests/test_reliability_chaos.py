@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import jsonschema
 import pytest
 
 from loadtests.arrivals import RateSteps
@@ -31,14 +32,14 @@ def test_no_failure_after_the_fault_is_an_immediate_recovery_and_a_last_failure_
     assert timeline_of("ok", "ok", "connection_error").recovery_s(100.05) is None
 
 
-def test_the_summary_counts_only_its_window_and_reports_p99_only_on_100_samples():
-    timeline = timeline_of(*(["ok"] * 99 + ["HTTP 503"]))
-    window = timeline.summary(100.0, 105.0)  # the first 50 requests
+def test_the_summary_counts_only_its_window_and_reports_p99_only_on_1000_samples():
+    timeline = timeline_of(*(["ok"] * 999 + ["HTTP 503"]), every=0.01)
+    window = timeline.summary(100.0, 100.5)  # the first 50 requests
     assert (window["requests"], window["failed"]) == (50, 0)
     whole = timeline.summary()
     assert whole["failure_kinds"] == {"HTTP 503": 1}
-    assert whole["latency_ms"]["samples"] == 99 and whole["latency_ms"]["p99"] is None
-    assert timeline_of(*(["ok"] * 100)).latency()["p99"] == 5.0
+    assert whole["latency_ms"]["samples"] == 999 and whole["latency_ms"]["p99"] is None
+    assert timeline_of(*(["ok"] * 1000)).latency()["p99"] == 5.0
 
 
 def test_a_request_in_flight_at_the_fault_counts_against_the_fault():
@@ -48,6 +49,7 @@ def test_a_request_in_flight_at_the_fault_counts_against_the_fault():
     before, after = timeline.split_at(100.2)
     assert (before["requests"], before["failed"]) == (1, 0)
     assert (after["requests"], after["failed"], after["failure_kinds"]) == (2, 1, {"HTTP 507": 1})
+    assert timeline.recovery_s(100.2) == pytest.approx(0.1)  # the in-flight failure counts; the next one succeeded
 
 
 def test_first_success_after_a_moment():
@@ -77,15 +79,17 @@ def test_growth_is_the_slope_over_the_steady_part():
 
 
 def test_the_newest_sweep_with_the_figure_wins(tmp_path):
-    def sweep(run_id: str, slo_max: float | None) -> None:
+    def sweep(run_id: str, created: str, slo_max: float | None, kind: str = "sweep") -> None:
         (tmp_path / run_id).mkdir()
         figure = {"median": slo_max, "low": slo_max, "high": slo_max, "values": []} if slo_max else None
-        (tmp_path / run_id / "sweep.json").write_text(json.dumps({"targets": {"tf-rest": {"slo_max": figure}}}))
+        document = {"kind": kind, "created": created, "targets": {"tf-rest": {"slo_max": figure}}}
+        (tmp_path / run_id / "sweep.json").write_text(json.dumps(document))
 
-    sweep("20260101-000000-sweep", 300.0)
-    sweep("20260102-000000-sweep", 250.0)
-    sweep("20260103-000000-sweep", None)  # found no SLO maximum: the one before counts
-    assert newest_sweep_figure(tmp_path, "tf-rest", "slo_max") == (250.0, "20260102-000000-sweep")
+    sweep("20260101-000000-sweep", "2026-01-01T00:00:00+00:00", 300.0)
+    sweep("my-own-id", "2026-01-02T00:00:00+00:00", 250.0)  # named with --run-id: its time tells its age
+    sweep("20260103-000000-sweep", "2026-01-03T00:00:00+00:00", None)  # found no SLO maximum: the one before counts
+    sweep("20260104-000000-sweep", "2026-01-04T00:00:00+00:00", 999.0, kind="loadtest")  # not a sweep
+    assert newest_sweep_figure(tmp_path, "tf-rest", "slo_max") == (250.0, "my-own-id")
     assert newest_sweep_figure(tmp_path, "torch-rest", "slo_max") is None
 
 
@@ -105,7 +109,7 @@ def test_a_section_replaces_only_itself_and_a_bad_one_writes_nothing(tmp_path):
     before = path.read_bytes()
     with pytest.raises(ValueError, match="unknown reliability section"):
         write_section(path, "nope", {})
-    with pytest.raises(ValueError, match="does not match"):
+    with pytest.raises(jsonschema.ValidationError, match="-1"):
         write_section(path, "chaos", {**chaos_section("third"), "rate_rps": -1})
     assert path.read_bytes() == before
 
@@ -136,3 +140,10 @@ def test_chaos_short_against_both_real_servers(deployed):
     assert section["servers"]["tf"]["binary"] == "tf-serving-dropin"
     # the servers are as deploy left them: every transport still answers correctly
     assert run_module("serving", "smoke", "--target", "all", env=env).returncode == 0
+
+
+def test_the_command_line_offers_exactly_the_faults_there_are():
+    from reliability.__main__ import FAULT_NAMES
+    from reliability.chaos import FAULTS, SHORT_FAULTS
+
+    assert set(FAULT_NAMES) == set(FAULTS) and set(SHORT_FAULTS) <= set(FAULTS)
