@@ -38,7 +38,8 @@ def _provenance(part: str, body: dict[str, Any]) -> list[str]:
              for name, record in sorted(servers.items())]
     environment = body.get("environment")
     if environment:
-        lines.append(f"{part}: hardware {fmt.hardware(environment['host'])}; "
+        pinning = f"; pinning {fmt.pinning(environment['pinning'])}" if "pinning" in environment else ""
+        lines.append(f"{part}: hardware {fmt.hardware(environment['host'])}{pinning}; "
                      f"packages {fmt.packages(environment['packages'])}")
     return lines
 

@@ -87,3 +87,13 @@ def test_the_section_names_the_servers_and_what_to_run_when_parts_are_missing(tm
     (root / "results" / "reliability.json").write_text(json.dumps(data))
     notes = [block.text for block in reliability_section(root).blocks if getattr(block, "kind", "") == "note"]
     assert any("make chaos" in note for note in notes) and any("make soak" in note for note in notes)
+
+
+def test_the_cpu_pinning_a_run_recorded_is_named(tmp_path):
+    root = tmp_path / "artifacts"
+    shutil.copytree(FIXTURES, root)
+    data = json.loads(RELIABILITY.read_text())
+    data["soak"]["environment"]["pinning"] = {"applied": True, "generator_cpus": [0], "server_cpus": [1]}
+    (root / "results" / "reliability.json").write_text(json.dumps(data))
+    lines = [line for line in reliability_section(root).provenance if line.startswith("soak: hardware")]
+    assert len(lines) == 1 and "pinning applied: generator on CPUs 0, server on CPUs 1" in lines[0], lines
