@@ -236,7 +236,7 @@ def torch_rollout(stage: Stage) -> dict:
         return fault_row("rollout", target, traffic.timeline(), fault_at, new_version=new,
                          new_version_serving_s=rolled_out_s if versions == {new: True} else None,
                          versions_after=", ".join(f"v{v}{' default' if d else ''}" for v, d in versions.items()),
-                         how="management API: register v2 (synchronous), set-default, unregister v1")
+                         how="management API: register v2 (synchronous), set-default, drain v1's queue, unregister v1")
     finally:
         if api.versions(model) != {old: True}:
             api.roll_out(model, original.name, **sizes)

@@ -130,11 +130,12 @@ def test_chaos_short_against_both_real_servers(deployed):
     assert killed["new_worker_ready_s"] is not None and killed["recovery_s"] is not None, killed
     for key in (("rollout", "tf"), ("broken-version", "tf")):
         assert rows[key]["after"]["failed"] == 0, rows[key]  # a rollout must not fail a single request
-    # TorchServe 0.12 stops answering the serving version while it registers the next one (HTTP 500 "Worker
-    # died", 503 "no worker": measured, see the README's reliability section): the rollout must complete and the
-    # server recover, and the failures are what the row reports
+    # TorchServe 0.12 on one CPU reads no request while the next version's worker loads, then overflows the
+    # serving version's queue (503: measured, see the README's reliability section): the rollout must complete
+    # and the server recover. v1 is drained before it is unregistered, so no request fails with a 500 there
     torch_rollout = rows["rollout", "torch"]
     assert torch_rollout["new_version_serving_s"] is not None and torch_rollout["recovery_s"] is not None
+    assert set(torch_rollout["after"]["failure_kinds"]) <= {"HTTP 503"}, torch_rollout
     assert rows["rollout", "tf"]["new_version_serving_s"] is not None
     assert rows["broken-version", "tf"]["old_version_serving"] is True
     assert section["servers"]["tf"]["binary"] == "tf-serving-dropin"

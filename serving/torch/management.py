@@ -10,11 +10,14 @@ allowed_urls (serving/torch/server.py) refuses every URL outside the store, so a
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
+
+QUIET_S = 1.0  # how long a version's queue must stay empty before it is unregistered (drain)
 
 
 class ManagementError(RuntimeError):
@@ -53,6 +56,33 @@ class Management:
         return {entry["modelVersion"]: entry["modelVersion"] == default
                 for entry in self._call("GET", f"/models/{_quoted(model)}/all")}
 
+    def pending(self, model: str, version: str) -> int:
+        """Requests waiting in the job queue of one version of `model` (TorchServe's jobQueueStatus)."""
+        described = self._call("GET", f"/models/{_quoted(model)}/{_quoted(version)}")[0]
+        return int(described.get("jobQueueStatus", {}).get("pendingRequests", 0))
+
+    def drain(self, model: str, version: str, timeout_s: float = 60.0) -> float:
+        """Wait until no request waits for `version` (no longer the default): the seconds it took.
+
+        Unregistering a version stops its worker, and TorchServe puts the worker's in-flight requests back at
+        the head of that version's queue; when the queue is full that fails ("IllegalStateException: Deque
+        full", HTTP 500) and the unregistration is left half done. An empty queue leaves them room.
+        """
+        started = time.monotonic()
+        empty_since = None
+        # the queue counts waiting requests only: the batch a worker took last is answered within its inference
+        # time after the queue empties, so the queue must stay empty for QUIET_S (far longer than these models')
+        while empty_since is None or time.monotonic() - empty_since < QUIET_S:
+            if self.pending(model, version) > 0:
+                empty_since = None
+            elif empty_since is None:
+                empty_since = time.monotonic()
+            if time.monotonic() - started > timeout_s:
+                raise ManagementError(504, f"version {version} of {model} still has queued requests "
+                                           f"after {timeout_s:.0f} s; not unregistering it")
+            time.sleep(0.1)
+        return round(time.monotonic() - started, 2)
+
     def workers(self, model: str) -> list[dict]:
         """The default version's workers as the management API describes them (id, pid, status, ...)."""
         return self._call("GET", f"/models/{_quoted(model)}")[0].get("workers", [])
@@ -61,13 +91,15 @@ class Management:
         """Register `archive` as a new version of `model`, make it the default, unregister the others: the new version.
 
         `knobs` are register()'s (workers, batch_size, max_batch_delay_ms). The old versions serve until the new
-        one is the default, so requests that name no version are answered throughout.
+        one is the default, so requests that name no version are answered throughout; each old version is
+        unregistered once the requests queued for it are answered (drain).
         """
         before = set(self.versions(model))
         self.register(model, archive, **knobs)
         (version,) = set(self.versions(model)) - before
         self.set_default(model, version)
         for old in before:
+            self.drain(model, old)
             self.unregister(model, old)
         return version
 
