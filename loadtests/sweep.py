@@ -298,7 +298,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
     plan = pinning.plan_cpus([t.server["cpus"] for t in targets], base.pin)
     calibration = sweep.calibrate(plan)
     ceilings = {}
-    for side in sides:
+    for side in sides if base.ceiling else ():  # --no-ceiling: every target's "ceiling" is null
         ceilings[side] = runner.measure_ceiling(dataclasses.replace(base, batch_size=1), side, plan.server_cpus)
         print(f"  {side}: in-process ceiling {ceilings[side]['calls_per_s']:.0f} calls/s at batch 1", flush=True)
     try:
@@ -348,7 +348,7 @@ def _measure_targets(sweep: Sweep, names: list[str], grids: dict, chosen: dict, 
     for name in names:
         side = target_named(name).side
         saturation = Spread.of(saturation_per_repeat(closed[name], searches[name]))
-        ceiling = ceilings[side]
+        ceiling = ceilings.get(side)
         server = resolve_targets((name,), sweep.deploy_cfg, sweep.base.host)[0].server
         results[name] = {
             "server": server, "knob_grid": grids.get(name, []), "best_knobs": chosen[side],
@@ -359,7 +359,7 @@ def _measure_targets(sweep: Sweep, names: list[str], grids: dict, chosen: dict, 
             "steps": [p for s in searches[name] for p in s["probes"]] + at_common.get(name, []),
             "batch_sizes": sweep.batch_sizes(name, closed[name][0]),
             "ceiling": {"in_process_rps": ceiling["calls_per_s"], "runtime": ceiling["runtime"], "batch_size": 1,
-                        "fraction": saturation.median / ceiling["calls_per_s"]}}
+                        "fraction": saturation.median / ceiling["calls_per_s"]} if ceiling else None}
         results[name]["invalid_reasons"] = target_reasons(results[name])
     return results
 
@@ -405,5 +405,5 @@ def sweep_table(document: dict) -> str:
         at_load = result["at_common_load"] or {}
         lines.append(f"{name:<11}{knobs_text(result['best_knobs']):<26}{spread_text(result['saturation']):>24}"
                      f"{spread_text(result['slo_max']):>24}{spread_text(at_load.get('p99_ms'), 2):>24}"
-                     f"{result['ceiling']['fraction']:>10.2f}")
+                     f"{result['ceiling']['fraction']:>10.2f}" if result["ceiling"] else f"{'-':>10}")
     return "\n".join(lines)
