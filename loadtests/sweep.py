@@ -33,7 +33,7 @@ from common.procs import free_port, stop_group
 from common.spread import Spread, spread_text
 from common.targets import target_named
 from loadtests import calibrate, pinning, repeats, runner, summary
-from loadtests.config import SweepConfig
+from loadtests.config import RunConfig, SweepConfig
 from loadtests.payloads import prepare
 from loadtests.progress import Progress
 from loadtests.search import search_slo_max
@@ -297,10 +297,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
     sweep.progress.replan(_planned(cfg, len(names)))
     plan = pinning.plan_cpus([t.server["cpus"] for t in targets], base.pin)
     calibration = sweep.calibrate(plan)
-    ceilings = {}
-    for side in sides if base.ceiling else ():  # --no-ceiling: every target's "ceiling" is null
-        ceilings[side] = runner.measure_ceiling(dataclasses.replace(base, batch_size=1), side, plan.server_cpus)
-        print(f"  {side}: in-process ceiling {ceilings[side]['calls_per_s']:.0f} calls/s at batch 1", flush=True)
+    ceilings = measure_ceilings(base, sides, plan.server_cpus) if base.ceiling else {}  # --no-ceiling: null
     try:
         grids, chosen = {}, {}
         for side in sides:
@@ -327,6 +324,15 @@ def run_sweep(cfg: SweepConfig) -> dict:
     print(sweep_table(document))
     print(f"sweep: {sweep.dir / 'sweep.json'}")
     return document
+
+
+def measure_ceilings(base: RunConfig, sides: list[str], server_cpus: list[int] | None) -> dict[str, dict]:
+    """The in-process ceiling of each framework at batch 1, on the servers' CPUs."""
+    ceilings = {}
+    for side in sides:
+        ceilings[side] = runner.measure_ceiling(dataclasses.replace(base, batch_size=1), side, server_cpus)
+        print(f"  {side}: in-process ceiling {ceilings[side]['calls_per_s']:.0f} calls/s at batch 1", flush=True)
+    return ceilings
 
 
 def _planned(cfg: SweepConfig, targets: int) -> int:

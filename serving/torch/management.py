@@ -78,8 +78,8 @@ class Management:
             elif empty_since is None:
                 empty_since = time.monotonic()
             if time.monotonic() - started > timeout_s:
-                raise ManagementError(504, f"version {version} of {model} still has queued requests "
-                                           f"after {timeout_s:.0f} s; not unregistering it")
+                raise TimeoutError(f"version {version} of {model} still had queued requests after "
+                                   f"{timeout_s:.0f} s; it is left registered")
             time.sleep(0.1)
         return round(time.monotonic() - started, 2)
 
