@@ -14,7 +14,9 @@ A probe meets the SLO when it is valid (no failures, no dropped arrivals,
 achieved >= 95 % of offered, generator not saturated) and its p99, resting on
 enough requests to be reported, is within the SLO. A probe the generator could
 not drive (saturated, sending late) ends the search: what was found so far is a
-lower bound, and the result says so.
+lower bound, and the result says so. Unless the server answered errors in that
+probe (HTTP 503, gRPC INTERNAL, ...): a late sender offers less load, never
+more, so those errors are the server's, and the probe failed.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ GROWTH = 1.25
 GROWTH_STEPS = 3
 HALVING_STEPS = 4
 GENERATOR_REASONS = ("load generator saturated", "open loop fell behind")
+# Failure kinds a stalled client produces on its own (its deadline passed, its connection gave up);
+# every other kind is an error the server answered.
+CLIENT_SIDE_FAILURES = ("DEADLINE_EXCEEDED", "CANCELLED", "connection_error")
 
 
 @dataclass
@@ -44,10 +49,15 @@ class SearchResult:
 def outcome(step: dict[str, Any], slo_ms: float) -> str:
     """'pass', 'fail' (the server's doing) or 'generator' (the generator's: the probe says nothing of the server)."""
     reasons = step["invalid_reasons"]
-    if any(reason.startswith(GENERATOR_REASONS) for reason in reasons):
+    if any(reason.startswith(GENERATOR_REASONS) for reason in reasons) and not server_errors(step):
         return "generator"
     p99 = step["latency_ms"]["p99"]
     return "pass" if step["valid"] and p99 is not None and p99 <= slo_ms else "fail"
+
+
+def server_errors(step: dict[str, Any]) -> int:
+    """How many of a step's requests the server answered with an error (not counting client-side timeouts)."""
+    return sum(count for kind, count in step.get("failures_by_kind", {}).items() if kind not in CLIENT_SIDE_FAILURES)
 
 
 class _Search:

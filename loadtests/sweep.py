@@ -242,7 +242,8 @@ class Sweep:
 def _run_row(result: dict, repeat: int) -> dict:
     """What the sweep keeps of one run."""
     return {"repeat": repeat + 1, "throughput_rps": result["throughput_rps"], "latency_ms": result["latency_ms"],
-            "failures": result["failures"], "valid": result["valid"], "invalid_reasons": result["invalid_reasons"],
+            "failures": result["failures"], "failures_by_kind": result["failures_by_kind"],
+            "valid": result["valid"], "invalid_reasons": result["invalid_reasons"],
             "run_id": result["run_id"], "server_side": result["repeats"][0].get("server_side")}
 
 

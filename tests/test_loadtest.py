@@ -281,12 +281,13 @@ def test_percentiles_are_exact_over_every_request():
     assert summary.percentiles([])["p99"] is None
 
 
-def _probe_at(capacity: float, p99_at, reasons_at=lambda rate: []):
+def _probe_at(capacity: float, p99_at, reasons_at=lambda rate: [], failures_at=lambda rate: {}):
     """A fake server for the search: a probe's record as the runner would write it."""
     def probe(rate):
         reasons = reasons_at(rate) or (["server fell behind the offered load"] if rate > capacity else [])
         return {"offered_rps": rate, "throughput_rps": min(rate, capacity), "valid": not reasons,
-                "invalid_reasons": reasons, "latency_ms": {"p50": 1.0, "p99": p99_at(rate)}}
+                "invalid_reasons": reasons, "latency_ms": {"p50": 1.0, "p99": p99_at(rate)},
+                "failures_by_kind": failures_at(rate)}
     return probe
 
 
@@ -312,6 +313,20 @@ def test_a_probe_the_generator_could_not_drive_ends_the_search_as_a_lower_bound(
                            300, 100.0)
     assert found.probes[-1]["outcome"] == "generator" and found.slo_max_rps == 300
     assert "lower bound" in found.note
+
+
+def test_errors_the_server_answered_fail_a_probe_even_when_the_generator_also_lagged():
+    # Seen in a sweep: TorchServe overloaded at 574 req/s answered 430 requests with 503 while the one
+    # locust core sent late. A late sender offers less load, not more: the 503s are the server's.
+    late = ["open loop fell behind: p99 send lag 15.0 ms (limit 10 ms)"]
+    found = search_slo_max(_probe_at(1000, lambda rate: 5.0, lambda rate: late if rate > 320 else [],
+                                     lambda rate: {"HTTP 503": 430} if rate > 320 else {}), 300, 100.0)
+    assert [p["outcome"] for p in found.probes][:2] == ["pass", "fail"] and "lower bound" not in found.note
+    assert 300 <= found.slo_max_rps <= 320 and "bracketed" in found.note
+    # Client-side deadlines are what a stalled client causes on its own: still the generator's probe.
+    found = search_slo_max(_probe_at(1000, lambda rate: 5.0, lambda rate: late if rate > 320 else [],
+                                     lambda rate: {"DEADLINE_EXCEEDED": 3} if rate > 320 else {}), 300, 100.0)
+    assert found.probes[-1]["outcome"] == "generator" and "lower bound" in found.note
 
 
 def test_an_open_loop_step_that_achieves_under_95_percent_of_its_arrivals_is_invalid():
