@@ -14,9 +14,11 @@ A probe meets the SLO when it is valid (no failures, no dropped arrivals,
 achieved >= 95 % of offered, generator not saturated) and its p99, resting on
 enough requests to be reported, is within the SLO. A probe the generator could
 not drive (saturated, sending late) ends the search: what was found so far is a
-lower bound, and the result says so. Unless the server answered errors in that
-probe (HTTP 503, gRPC INTERNAL, ...): a late sender offers less load, never
-more, so those errors are the server's, and the probe failed.
+lower bound, and the result says so. Two cases are the server's all the same:
+it answered errors in that probe (HTTP 503, gRPC INTERNAL, ...), or the
+generator, its core not saturated, sent late while the server fell behind
+(answered under 95 % of the arrivals, or so slowly that arrivals were dropped):
+a late sender offers less load, never more, so the probe failed.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ GENERATOR_REASONS = ("load generator saturated", "open loop fell behind")
 # Failure kinds a stalled client produces on its own (its deadline passed, its connection gave up);
 # every other kind is an error the server answered.
 CLIENT_SIDE_FAILURES = ("DEADLINE_EXCEEDED", "CANCELLED", "connection_error")
+# The runner's reasons for an open loop whose server did not keep up (loadtests/runner.py validity()).
+SERVER_BEHIND = "server fell behind"
+ARRIVALS_DROPPED = " arrivals dropped: "
 
 
 @dataclass
@@ -48,11 +53,20 @@ class SearchResult:
 
 def outcome(step: dict[str, Any], slo_ms: float) -> str:
     """'pass', 'fail' (the server's doing) or 'generator' (the generator's: the probe says nothing of the server)."""
-    reasons = step["invalid_reasons"]
-    if any(reason.startswith(GENERATOR_REASONS) for reason in reasons) and not server_errors(step):
+    if generator_limited(step):
         return "generator"
     p99 = step["latency_ms"]["p99"]
     return "pass" if step["valid"] and p99 is not None and p99 <= slo_ms else "fail"
+
+
+def generator_limited(step: dict[str, Any]) -> bool:
+    """Whether the generator, not the server, may have set the probe's pace (see the module's docstring)."""
+    reasons = step["invalid_reasons"]
+    if not any(reason.startswith(GENERATOR_REASONS) for reason in reasons) or server_errors(step):
+        return False
+    saturated = any(reason.startswith(GENERATOR_REASONS[0]) for reason in reasons)
+    server_behind = any(reason.startswith(SERVER_BEHIND) or ARRIVALS_DROPPED in reason for reason in reasons)
+    return saturated or not server_behind
 
 
 def server_errors(step: dict[str, Any]) -> int:

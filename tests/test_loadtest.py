@@ -315,7 +315,7 @@ def test_a_probe_the_generator_could_not_drive_ends_the_search_as_a_lower_bound(
     assert "lower bound" in found.note
 
 
-def test_errors_the_server_answered_fail_a_probe_even_when_the_generator_also_lagged():
+def test_a_server_that_errs_or_falls_behind_fails_a_probe_even_when_the_generator_sent_late():
     # Seen in a sweep: TorchServe overloaded at 574 req/s answered 430 requests with 503 while the one
     # locust core sent late. A late sender offers less load, not more: the 503s are the server's.
     late = ["open loop fell behind: p99 send lag 15.0 ms (limit 10 ms)"]
@@ -327,6 +327,12 @@ def test_errors_the_server_answered_fail_a_probe_even_when_the_generator_also_la
     found = search_slo_max(_probe_at(1000, lambda rate: 5.0, lambda rate: late if rate > 320 else [],
                                      lambda rate: {"DEADLINE_EXCEEDED": 3} if rate > 320 else {}), 300, 100.0)
     assert found.probes[-1]["outcome"] == "generator" and "lower bound" in found.note
+    # Seen in the next sweep: the drop-in at 732 req/s answered 68% of the arrivals and 1,498 were dropped
+    # (64 outstanding per user) while the send lag was 11.8 ms: the server fell behind, the probe failed.
+    behind = [*late, "server fell behind the offered load: achieved 501.6 req/s, 68% of the 735.7 req/s offered",
+              "1498 arrivals dropped: more than 64 outstanding per user"]
+    found = search_slo_max(_probe_at(1000, lambda rate: 5.0, lambda rate: behind if rate > 320 else []), 300, 100.0)
+    assert [p["outcome"] for p in found.probes][:2] == ["pass", "fail"] and 300 <= found.slo_max_rps <= 320
 
 
 def test_an_open_loop_step_that_achieves_under_95_percent_of_its_arrivals_is_invalid():
