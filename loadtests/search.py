@@ -30,7 +30,8 @@ from typing import Any
 GROWTH = 1.25
 GROWTH_STEPS = 3
 HALVING_STEPS = 4
-GENERATOR_REASONS = ("load generator saturated", "open loop fell behind")
+SATURATED, SENT_LATE = "load generator saturated", "open loop fell behind"  # the runner's reasons
+GENERATOR_REASONS = (SATURATED, SENT_LATE)
 # Failure kinds a stalled client produces on its own (its deadline passed, its connection gave up);
 # every other kind is an error the server answered.
 CLIENT_SIDE_FAILURES = ("DEADLINE_EXCEEDED", "CANCELLED", "connection_error")
@@ -64,7 +65,7 @@ def generator_limited(step: dict[str, Any]) -> bool:
     reasons = step["invalid_reasons"]
     if not any(reason.startswith(GENERATOR_REASONS) for reason in reasons) or server_errors(step):
         return False
-    saturated = any(reason.startswith(GENERATOR_REASONS[0]) for reason in reasons)
+    saturated = any(reason.startswith(SATURATED) for reason in reasons)
     server_behind = any(reason.startswith(SERVER_BEHIND) or ARRIVALS_DROPPED in reason for reason in reasons)
     return saturated or not server_behind
 
