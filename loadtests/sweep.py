@@ -5,21 +5,27 @@ measurement is also a run of its own with a summary.json under steps/):
 
 1. calibration: the generator against trivial endpoints (its ceiling here);
 2. the in-process ceiling of each framework at batch 1;
-3. per server, a small grid of the knobs that matter, each redeployed and
-   loaded closed-loop once; the knobs with the best valid throughput over the
-   server's targets run everything after (one configuration per server, so
-   the targets can take turns without redeploys);
-4. saturation: closed loop, `repeats` times;
-5. the SLO maximum: `repeats` independent searches (loadtests/search.py), each
+3. saturation at every point of a small grid of the knobs that matter: in each
+   of `repeats` repeats, every point is deployed in turn (both servers at
+   once: TF_GRID and TORCH_GRID are paired entry by entry) and every target
+   loaded closed loop. Per server, the grid runs from the simplest point; a
+   later point is chosen only when its throughput, summed over the server's
+   targets, beats the point chosen so far beyond the spread (choose_point).
+   A choice resting on one noisy run per point differed from one sweep to the
+   next and moved the SLO maxima with it. The chosen point's runs are the
+   target's saturation runs, and its knobs run everything after (one
+   configuration per server, so the targets can take turns without redeploys);
+4. the SLO maximum: `repeats` independent searches (loadtests/search.py), each
    probe an open-loop run with Poisson arrivals long enough for its p99;
-6. the common load: the lowest SLO maximum any search of any target found;
+5. the common load: the lowest SLO maximum any search of any target found;
    every target is loaded there `repeats` times for its p50 and p99;
-7. closed-loop runs at other batch sizes (once each: not a verdict figure).
+6. closed-loop runs at other batch sizes (once each: not a verdict figure).
 
-In 4-6 the targets take turns within each repeat, in an order rotated from one
-repeat to the next. A repeat's saturation is the highest throughput the target
-reached in that repeat, closed loop or a valid probe (so the SLO maximum never
-exceeds it by more than the 5 % an open-loop probe may fall short). The
+In 3-5 the targets (and in 3 the knob points) take turns within each repeat,
+in an order rotated from one repeat to the next. A repeat's saturation is the
+highest throughput the target reached in that repeat, closed loop or a valid
+probe (so the SLO maximum never exceeds it by more than the 5 % an open-loop
+probe may fall short). The
 deployment found at the start is restored at the end.
 """
 
@@ -50,6 +56,9 @@ TF_GRID = ({"enable_batching": False},
 TORCH_GRID = ({"workers": 1, "batch_size": 1, "max_batch_delay_ms": 0},
               {"workers": 1, "batch_size": 8, "max_batch_delay_ms": 5},
               {"workers": 2, "batch_size": 8, "max_batch_delay_ms": 5})
+GRIDS = {"tf": TF_GRID, "torch": TORCH_GRID}  # each from the simplest point; paired entry by entry
+KNOB_RULE = ("every point in every repeat; per server the simplest point, unless a later one's throughput summed "
+             "over the server's targets beats it beyond the spread (its lowest repeat above the other's highest)")
 
 
 def quick(cfg: SweepConfig) -> SweepConfig:
@@ -181,22 +190,36 @@ class Sweep:
               f"{result['grpc_rps']:.0f} req/s gRPC ({self.base.users} users)", flush=True)
         return result
 
-    def knob_grid(self, side: str, names: list[str]) -> dict[str, list[dict]]:
-        rows: dict[str, list[dict]] = {name: [] for name in names}
-        grid = TF_GRID if side == "tf" else TORCH_GRID
-        running = read_record(self.deploy_cfg.run_dir, side)
-        if self.cfg.knob_grid and running and running.mode == "compose":
-            # Redeploying here would restart the native server or the cpu profile, not the running containers.
-            print(f"  {side}: knob grid skipped: compose services take their knobs from docker-compose.yml")
-            return rows
-        for index, knobs in enumerate(grid if self.cfg.knob_grid else ()):
-            redeploy(side, knobs, self.deploy_cfg, self.dir)
-            for name in names:
-                result = self.measure(name, f"knobs{index}-closed")
-                rows[name].append({"knobs": knobs, "throughput_rps": result["throughput_rps"],
-                                   "latency_ms": result["latency_ms"], "valid": result["valid"],
-                                   "run_id": result["run_id"]})
-        return rows
+    def grid_points(self, sides: list[str], found: dict[str, dict]) -> list[dict[str, dict]]:
+        """The knob points to measure, each {side: knobs}: the grids entry by entry, or only the knobs found."""
+        grids = {}
+        for side in sides:
+            running = read_record(self.deploy_cfg.run_dir, side)
+            compose = running is not None and running.mode == "compose"
+            if self.cfg.knob_grid and compose:
+                # Redeploying here would restart the native server or the cpu profile, not the running containers.
+                print(f"  {side}: knob grid skipped: compose services take their knobs from docker-compose.yml")
+            grids[side] = list(GRIDS[side]) if self.cfg.knob_grid and not compose else [found[side]]
+        count = max(len(grid) for grid in grids.values())
+        # A side without a grid keeps its one point at every index.
+        return [{side: grid[min(index, len(grid) - 1)] for side, grid in grids.items()} for index in range(count)]
+
+    def closed_loop(self, names: list[str], points: list[dict[str, dict]]) -> dict[str, list[list[dict]]]:
+        """Closed-loop runs of every target at every knob point in every repeat: runs[name][point][repeat].
+
+        Within a repeat the points take turns, and at each point the targets do, both in an order
+        rotated from one repeat to the next: a machine that speeds up or slows down over minutes
+        favours no point and no target.
+        """
+        runs: dict[str, list[list[dict]]] = {name: [[] for _ in points] for name in names}
+        for repeat in range(self.base.repeats):
+            for index in repeats.rotated(range(len(points)), repeat):
+                for side, knobs in points[index].items():
+                    redeploy(side, knobs, self.deploy_cfg, self.dir)
+                for name in repeats.rotated(names, repeat):
+                    label = f"closed-knobs{index}-r{repeat + 1}" if len(points) > 1 else f"saturation-r{repeat + 1}"
+                    runs[name][index].append(_run_row(self.measure(name, label), repeat))
+        return runs
 
     def in_turns(self, names: list[str], measure) -> dict[str, list]:
         """`measure(name, repeat)` for every target in every repeat: turns within a repeat, order rotated."""
@@ -205,9 +228,6 @@ class Sweep:
             for name in repeats.rotated(names, repeat):
                 results[name].append(measure(name, repeat))
         return results
-
-    def saturation(self, name: str, repeat: int) -> dict:
-        return _run_row(self.measure(name, f"saturation-r{repeat + 1}"), repeat)
 
     def search(self, name: str, repeat: int, start_rps: float) -> dict:
         """One independent SLO search; every probe a fresh open-loop run with its own Poisson seed."""
@@ -247,13 +267,29 @@ def _run_row(result: dict, repeat: int) -> dict:
             "run_id": result["run_id"], "server_side": result["repeats"][0].get("server_side")}
 
 
-def best_knobs(rows: dict[str, list[dict]]) -> dict | None:
-    """The grid point with the highest valid throughput summed over the server's targets (None: no grid run)."""
-    points = list(zip(*rows.values(), strict=True)) if rows else []
-    if not points:
-        return None
-    valid = [p for p in points if all(run["valid"] for run in p)] or points
-    return max(valid, key=lambda p: sum(run["throughput_rps"] for run in p))[0]["knobs"]
+def throughput_sums(runs: dict[str, list[list[dict]]], names: list[str]) -> list[Spread | None]:
+    """Per knob point, the spread over repeats of the throughput summed over `names` (None: a run was invalid)."""
+    sums = []
+    for point in zip(*(runs[name] for name in names), strict=True):  # point: one list of repeats per target
+        per_repeat = list(zip(*point, strict=True))  # one tuple of the targets' runs per repeat
+        valid = all(run["valid"] for repeat in per_repeat for run in repeat)
+        sums.append(Spread.of([sum(run["throughput_rps"] for run in repeat) for repeat in per_repeat])
+                    if valid else None)
+    return sums
+
+
+def choose_point(sums: list[Spread | None]) -> int:
+    """The grid point the server keeps: the simplest one (index 0) unless a later one beats it beyond the spread.
+
+    Walking the grid in order, a point replaces the one chosen so far only when its lowest repeat is
+    above that one's highest: a configuration earns its complexity by a measurable difference, and a
+    tie within the noise always resolves the same way. An invalid point (None) is never chosen over a valid one.
+    """
+    chosen = 0
+    for index, spread in enumerate(sums):
+        if spread is not None and (sums[chosen] is None or spread.low > sums[chosen].high):
+            chosen = index
+    return chosen
 
 
 def saturation_per_repeat(closed: list[dict], searches: list[dict]) -> list[float]:
@@ -300,13 +336,12 @@ def run_sweep(cfg: SweepConfig) -> dict:
     calibration = sweep.calibrate(plan)
     ceilings = measure_ceilings(base, sides, plan.server_cpus) if base.ceiling else {}  # --no-ceiling: null
     try:
-        grids, chosen = {}, {}
+        points = sweep.grid_points(sides, found)
+        runs = sweep.closed_loop(names, points)
+        choice = {side: knob_choice(runs, points, side, [t.name for t in targets if t.side == side]) for side in sides}
         for side in sides:
-            grids.update(sweep.knob_grid(side, [t.name for t in targets if t.side == side]))
-            knobs = best_knobs({n: grids[n] for n in names if target_named(n).side == side and grids[n]})
-            chosen[side] = knobs or {k: v for k, v in found[side].items() if k != "file"}
-            redeploy(side, knobs or found[side], sweep.deploy_cfg, sweep.dir)
-        results = _measure_targets(sweep, names, grids, chosen, ceilings)
+            redeploy(side, points[choice[side]["chosen"]][side], sweep.deploy_cfg, sweep.dir)
+        results = _measure_targets(sweep, names, runs, points, choice, ceilings)
     finally:
         for side in sides:
             redeploy(side, found[side], sweep.deploy_cfg, sweep.dir)
@@ -316,7 +351,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
     document = {"kind": "sweep", "schema_version": 2, "run_id": base.run_id, "created": created,
                 "slo_ms": cfg.slo_ms, "model": {"name": base.model, "profile": sweep.profile, "batch_size": 1},
                 "method": {"repeats": base.repeats, "users": base.users, "arrivals": base.arrivals,
-                           "min_requests": cfg.min_requests, "tolerance": cfg.tolerance,
+                           "min_requests": cfg.min_requests, "tolerance": cfg.tolerance, "knob_choice": choice,
                            "spread": "median [min-max] over the repeats",
                            "order": [repeats.rotated(names, r) for r in range(base.repeats)]},
                 "environment": runner.environment_record(plan, base), "calibration": calibration,
@@ -338,14 +373,42 @@ def measure_ceilings(base: RunConfig, sides: list[str], server_cpus: list[int] |
 
 def _planned(cfg: SweepConfig, targets: int) -> int:
     """Measurements the sweep expects (a search's probes are not known ahead: its usual count is planned)."""
-    grid = (len(TF_GRID) * targets if cfg.knob_grid else 0)
-    per_target = cfg.run.repeats * (2 + USUAL_PROBES) + len(set(cfg.batch_sizes) - {1})
-    return grid + targets * per_target
+    points = len(TF_GRID) if cfg.knob_grid else 1
+    per_target = cfg.run.repeats * (points + USUAL_PROBES + 1) + len(set(cfg.batch_sizes) - {1})
+    return targets * per_target
 
 
-def _measure_targets(sweep: Sweep, names: list[str], grids: dict, chosen: dict, ceilings: dict) -> dict:
-    """Saturation, SLO searches and the common load for every target, in turns; batch sizes after."""
-    closed = sweep.in_turns(names, sweep.saturation)
+def knob_choice(runs: dict[str, list[list[dict]]], points: list[dict[str, dict]], side: str,
+                names: list[str]) -> dict:
+    """One server's knob points with their summed throughput, and the one chosen (choose_point)."""
+    sums = throughput_sums(runs, names)
+    chosen = choose_point(sums)
+    for index, spread in enumerate(sums):
+        print(f"  {side:<5} knobs {knobs_text(points[index][side]):<26} {spread_text(_json(spread)):>24} req/s summed "
+              f"over {', '.join(names)}{'  <- chosen' if index == chosen else ''}", flush=True)
+    return {"rule": KNOB_RULE, "chosen": chosen,
+            "points": [{"knobs": _shown(point[side]), "throughput_sum": _json(spread)}
+                       for point, spread in zip(points, sums, strict=True)]}
+
+
+def _shown(knobs: dict) -> dict:
+    """Knobs as recorded: a batching file's path is the deployment's detail, not a knob."""
+    return {key: value for key, value in knobs.items() if key != "file"}
+
+
+def _grid_rows(runs: list[list[dict]], points: list[dict[str, dict]], side: str) -> list[dict]:
+    """A target's knob-grid record: every closed-loop run at every point, with the point's knobs."""
+    return [{"knobs": _shown(point[side]), **run} for point, point_runs in zip(points, runs, strict=True)
+            for run in point_runs]
+
+
+def _measure_targets(sweep: Sweep, names: list[str], runs: dict[str, list[list[dict]]],
+                     points: list[dict[str, dict]], choice: dict[str, dict], ceilings: dict) -> dict:
+    """SLO searches and the common load for every target, in turns; batch sizes after.
+
+    The saturation runs are the closed-loop runs at the knob point chosen for the target's server.
+    """
+    closed = {name: runs[name][choice[target_named(name).side]["chosen"]] for name in names}
     start = {name: Spread.of([run["throughput_rps"] for run in closed[name]]).median for name in names}
     searches = sweep.in_turns(names, lambda name, repeat: sweep.search(name, repeat, start[name]))
     slo_maxima = {name: Spread.of([s["slo_max_rps"] for s in searches[name]]) for name in names}
@@ -358,7 +421,8 @@ def _measure_targets(sweep: Sweep, names: list[str], grids: dict, chosen: dict, 
         ceiling = ceilings.get(side)
         server = resolve_targets((name,), sweep.deploy_cfg, sweep.base.host)[0].server
         results[name] = {
-            "server": server, "knob_grid": grids.get(name, []), "best_knobs": chosen[side],
+            "server": server, "knob_grid": _grid_rows(runs[name], points, side) if len(points) > 1 else [],
+            "best_knobs": _shown(points[choice[side]["chosen"]][side]),
             "saturation_rps": saturation.median, "saturation": saturation.as_json(), "saturation_runs": closed[name],
             "slo_max_rps": slo_maxima[name].median if slo_maxima[name] else None,
             "slo_max": _json(slo_maxima[name]), "searches": searches[name],
@@ -410,7 +474,7 @@ def sweep_table(document: dict) -> str:
              f"{'x ceiling':>10}"]
     for name, result in sorted(document["targets"].items()):
         at_load = result["at_common_load"] or {}
+        fraction = f"{result['ceiling']['fraction']:>10.2f}" if result["ceiling"] else f"{'-':>10}"
         lines.append(f"{name:<11}{knobs_text(result['best_knobs']):<26}{spread_text(result['saturation']):>24}"
-                     f"{spread_text(result['slo_max']):>24}{spread_text(at_load.get('p99_ms'), 2):>24}"
-                     f"{result['ceiling']['fraction']:>10.2f}" if result["ceiling"] else f"{'-':>10}")
+                     f"{spread_text(result['slo_max']):>24}{spread_text(at_load.get('p99_ms'), 2):>24}{fraction}")
     return "\n".join(lines)

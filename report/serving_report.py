@@ -114,10 +114,13 @@ def _knob_table(targets: dict[str, Any]) -> Table:
         return latency.get("p99") if isinstance(latency, dict) else None
 
     rows = _rows(targets, "knob_grid", None, lambda e, k: [
-        fmt.knobs(k["knobs"]), fmt.rps(k["throughput_rps"]), fmt.ms(p99(k)),
-        "best" if k["knobs"] == e["best_knobs"] else ""])
-    return Table("knob-grid", "Server knobs tried per target (the best ones ran the steps above).",
-                 ["target", "knobs", "requests/s", "p99 ms", "chosen", "status", "run id"], rows)
+        fmt.knobs(k["knobs"]), fmt.integer(k["repeat"]), fmt.rps(k["throughput_rps"]), fmt.ms(p99(k)),
+        "chosen" if k["knobs"] == e["best_knobs"] else ""])
+    return Table("knob-grid", "Server knobs tried per target, closed loop, every point in every repeat (the chosen "
+                 "point's runs are the saturation runs, and its knobs ran the steps above). Per server the simplest "
+                 "point is kept unless a later one's throughput, summed over the server's targets, beats it beyond "
+                 "the spread.",
+                 ["target", "knobs", "repeat", "requests/s", "p99 ms", "chosen", "status", "run id"], rows)
 
 
 SERVER_SIDE_COLUMNS = ["target", "run", "server CPU % mean", "CPU % max", "RSS MiB start", "RSS MiB end",
@@ -149,12 +152,20 @@ def _sweep_server_side(targets: dict[str, Any]) -> Table:
                               for target, entry in targets.items() for run in entry["saturation_runs"]], "sweep")
 
 
+def _knob_rule(method: dict[str, Any]) -> str:
+    choice = method.get("knob_choice")
+    if not choice:
+        return "not recorded by this sweep"
+    return next(iter(choice.values()))["rule"]
+
+
 def _method(sweep: dict[str, Any]) -> str:
     method = sweep["method"]
     order = "; ".join(", ".join(turn) for turn in method["order"])
     return (f"Method: {method['repeats']} independent repeats of every verdict figure, a fresh locust process for "
             f"each run; within a repeat the targets take turns (orders: {order}). Saturation: closed loop, "
-            f"{method['users']} users. SLO maximum: per repeat, a search from the saturation rate (bracket, then "
+            f"{method['users']} users, at the knob point kept for the server (knob choice: "
+            f"{_knob_rule(method)}). SLO maximum: per repeat, a search from the saturation rate (bracket, then "
             f"bisect to within {method['tolerance']:.0%}); each probe open loop with {method['arrivals']} arrivals, "
             f"long enough for at least {method['min_requests']:,} requests; a probe is invalid when it achieves less "
             f"than 95% of the load offered, drops arrivals or fails requests.")

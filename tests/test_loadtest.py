@@ -21,6 +21,7 @@ from common.cpus import default_server_cpus, parse_server_cpus
 from common.errors import UsageError
 from common.paths import REPO_ROOT
 from common.procs import free_port
+from common.spread import Spread
 from common.targets import NAMES
 from loadtests import payloads, summary
 from loadtests.arrivals import arrival_gaps
@@ -28,6 +29,7 @@ from loadtests.config import RunConfig
 from loadtests.pinning import plan_cpus
 from loadtests.repeats import rotated
 from loadtests.search import search_slo_max
+from loadtests.sweep import choose_point, throughput_sums
 from serving.record import DeployRecord, TfKnobs, TorchKnobs, write_record
 from tests.conftest import run_module
 
@@ -188,9 +190,15 @@ def test_a_quick_sweep_finds_the_slo_maximum_by_search_in_three_repeats(deployed
                       "--warmup", "1", "--users", "2", "--slo-ms", "1000", "--no-ceiling", env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "[sweep 1 of " in done.stdout and "elapsed" in done.stdout  # progress, measurement by measurement
+    table_rows = [line for line in done.stdout.splitlines() if line.startswith("tf-grpc ")]
+    assert len(table_rows) == 1 and "[" in table_rows[0], done.stdout[-2000:]  # the final table, with spreads
     document = json.loads(_written(done.stdout, "sweep").read_text(encoding="utf-8"))
     summary.validate(document, "sweep")
     assert document["method"]["order"] == [["tf-grpc"]] * 3 and document["method"]["min_requests"] == 1000
+    choice = document["method"]["knob_choice"]["tf"]  # --no-knobs: one point, the deployed knobs, chosen
+    assert choice["chosen"] == 0 and len(choice["points"]) == 1
+    saturation_runs = document["targets"]["tf-grpc"]["saturation_runs"]
+    assert choice["points"][0]["throughput_sum"]["values"] == [run["throughput_rps"] for run in saturation_runs]
     for name, result in document["targets"].items():
         assert len(result["saturation_runs"]) == 3 and len(result["searches"]) == 3, name
         maxima = [search["slo_max_rps"] for search in result["searches"]]
@@ -289,6 +297,30 @@ def _probe_at(capacity: float, p99_at, reasons_at=lambda rate: [], failures_at=l
                 "invalid_reasons": reasons, "latency_ms": {"p50": 1.0, "p99": p99_at(rate)},
                 "failures_by_kind": failures_at(rate)}
     return probe
+
+
+def _closed(throughput: float, valid: bool = True) -> dict:
+    return {"throughput_rps": throughput, "valid": valid}
+
+
+def test_a_later_knob_point_is_chosen_only_when_it_beats_the_simpler_one_beyond_the_spread():
+    # per target: one list of repeats per knob point; the server's choice rests on the sums per repeat
+    runs = {"tf-rest": [[_closed(100), _closed(120), _closed(110)],    # point 0: sums 300, 330, 310
+                        [_closed(130), _closed(125), _closed(135)],    # point 1: sums 340, 335, 345 (overlaps 2)
+                        [_closed(140), _closed(110), _closed(150)]],   # point 2: sums 350, 320, 360 (overlaps 0)
+            "tf-grpc": [[_closed(200), _closed(210), _closed(200)],
+                        [_closed(210), _closed(210), _closed(210)],
+                        [_closed(210), _closed(210), _closed(210)]]}
+    sums = throughput_sums(runs, ["tf-rest", "tf-grpc"])
+    assert [s.values for s in sums] == [(300, 330, 310), (340, 335, 345), (350, 320, 360)]
+    # point 2 has the highest median, but only point 1 clears point 0's spread, and 2 does not clear 1's
+    assert choose_point(sums) == 1
+    # within the noise everywhere: the simplest point, whatever the medians say
+    assert choose_point([Spread.of([300, 330, 310]), Spread.of([320, 305, 340])]) == 0
+    # an invalid point is never chosen, and a valid one replaces an invalid simplest point
+    runs["tf-grpc"][1][2] = _closed(210, valid=False)
+    assert throughput_sums(runs, ["tf-rest", "tf-grpc"])[1] is None
+    assert choose_point([None, Spread.of([1, 1, 1]), None]) == 1
 
 
 def test_the_slo_search_brackets_then_bisects_to_within_the_tolerance():
