@@ -24,6 +24,7 @@ import numpy as np
 from common.cpus import available_cpus
 from common.errors import OneLineArgumentParser
 from common.paths import ArtifactPaths, default_artifacts_root, default_model
+from serving.tf import dropin  # noqa: F401  imported before TensorFlow runs: the kernels the drop-in runs
 
 
 def _tf_caller(paths: ArtifactPaths, model: str, threads: int) -> Callable[[np.ndarray], object]:

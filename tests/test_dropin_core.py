@@ -1,11 +1,15 @@
 """The drop-in's seams without a front end: flags, configs, version rollout, batching."""
 
+import os
 import re
+import subprocess
+import sys
 import threading
 
 import numpy as np
 import pytest
 
+from common.paths import REPO_ROOT
 from common.procs import free_port
 from model.spec import get_spec
 from serving.tf.dropin.config import (
@@ -238,14 +242,32 @@ def test_a_tensor_whose_shape_differs_from_the_signature_reaches_tensorflow(tmp_
     assert outputs["y"].tolist() == [3.0, 3.5, 4.0]
 
 
-def test_a_tensorflow_error_is_invalid_argument_led_by_the_misfitting_input(savedmodel_versions, tmp_path):
-    """Our own model keeps a helpful message: which input has which shape, then TensorFlow's own words."""
+@pytest.mark.parametrize("shape", [(1, 3), (1, 32, 32), (1, 32, 32, 1, 1)])
+def test_a_tensorflow_error_is_invalid_argument_led_by_the_misfitting_input(savedmodel_versions, tmp_path, shape):
+    """Our own model keeps a helpful message: which input has which shape, then TensorFlow's own words.
+
+    With oneDNN's custom kernels, on some CPUs the first two shapes abort the process and the third
+    is answered as if it were right: the drop-in runs TensorFlow's own kernels (its __init__).
+    """
     _, core = _core_serving_version_1(savedmodel_versions, tmp_path)
-    ours = "input 'images' has shape [1, 3]; expected [-1, 32, 32, 1] (-1 is any size)"
+    ours = f"input 'images' has shape {list(shape)}; expected [-1, 32, 32, 1] (-1 is any size)"
     with pytest.raises(InvalidArgument) as error:
-        core.predict(ModelRef("tiny"), {"images": np.ones((1, 3), np.float32)})
+        core.predict(ModelRef("tiny"), {"images": np.ones(shape, np.float32)})
     assert str(error.value).startswith(ours + ": ") and len(str(error.value)) > len(ours) + 10
     _predict(core)  # and the core keeps serving
+
+
+def test_the_drop_in_turns_onednn_custom_kernels_off_before_tensorflow_runs_unless_told():
+    code = "import os, serving.tf.dropin; print(os.environ['TF_ENABLE_ONEDNN_OPTS'])"
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    assert _python(code, env) == "0"
+    assert _python(code, {**env, "TF_ENABLE_ONEDNN_OPTS": "1"}) == "1"  # a user's explicit choice stands
+
+
+def _python(code: str, env: dict[str, str]) -> str:
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO_ROOT, capture_output=True, text=True,
+                          check=True)
+    return done.stdout.strip()
 
 
 def test_a_keras_export_is_served_under_its_signature_def_s_keys(tmp_path):

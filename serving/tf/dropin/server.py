@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
 
-from serving.tf.dropin import SERVER_IDENTITY
+from serving.tf.dropin import ONEDNN_VARIABLE, SERVER_IDENTITY
 from serving.tf.dropin.config import (
     ModelConfig,
     parse_batching_parameters,
@@ -63,6 +64,8 @@ def run(flags: ServerFlags) -> int:
     monitoring = parse_monitoring_config(Path(flags.monitoring_config_file)
                                          if flags.monitoring_config_file else None)
     log.info("%s %s starting", SERVER_IDENTITY, DROPIN_VERSION)
+    log.info("tf-serving-dropin: %s=%s (0: TensorFlow's own kernels, not oneDNN's custom ones)",
+             ONEDNN_VARIABLE, os.environ.get(ONEDNN_VARIABLE))
     core = build_core(flags)
     # TensorFlow and the loaded models leave ~400,000 objects on the heap (393,000 with `tiny`); a full collection
     # walked them in 234 ms here while requests waited. Freezing what exists now keeps the collector to what
