@@ -470,11 +470,11 @@ def sweep_table(document: dict) -> str:
     common = document["common_load_rps"]
     lines = [f"median [min-max] over {document['method']['repeats']} repeats; common load "
              f"{'none' if common is None else f'{common:g} req/s'}",
-             f"{'target':<11}{'best knobs':<26}{'saturation req/s':>24}{'SLO max req/s':>24}{'p99 ms at common':>24}"
+             f"{'target':<11}{'best knobs':<26}{'saturation req/s':>28}{'SLO max req/s':>28}{'p99 ms at common':>24}"
              f"{'x ceiling':>10}"]
     for name, result in sorted(document["targets"].items()):
         at_load = result["at_common_load"] or {}
         fraction = f"{result['ceiling']['fraction']:>10.2f}" if result["ceiling"] else f"{'-':>10}"
-        lines.append(f"{name:<11}{knobs_text(result['best_knobs']):<26}{spread_text(result['saturation']):>24}"
-                     f"{spread_text(result['slo_max']):>24}{spread_text(at_load.get('p99_ms'), 2):>24}{fraction}")
+        lines.append(f"{name:<11}{knobs_text(result['best_knobs']):<26}{spread_text(result['saturation']):>28}"
+                     f"{spread_text(result['slo_max']):>28}{spread_text(at_load.get('p99_ms'), 2):>24}{fraction}")
     return "\n".join(lines)
