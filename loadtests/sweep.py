@@ -25,8 +25,7 @@ In 3-5 the targets (and in 3 the knob points) take turns within each repeat,
 in an order rotated from one repeat to the next. A repeat's saturation is the
 highest throughput the target reached in that repeat, closed loop or a valid
 probe (so the SLO maximum never exceeds it by more than the 5 % an open-loop
-probe may fall short). The
-deployment found at the start is restored at the end.
+probe may fall short). The deployment found at the start is restored at the end.
 """
 
 from __future__ import annotations

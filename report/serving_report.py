@@ -114,7 +114,7 @@ def _knob_table(targets: dict[str, Any]) -> Table:
         return latency.get("p99") if isinstance(latency, dict) else None
 
     rows = _rows(targets, "knob_grid", None, lambda e, k: [
-        fmt.knobs(k["knobs"]), fmt.integer(k["repeat"]), fmt.rps(k["throughput_rps"]), fmt.ms(p99(k)),
+        fmt.knobs(k["knobs"]), fmt.integer(k.get("repeat")), fmt.rps(k["throughput_rps"]), fmt.ms(p99(k)),
         "chosen" if k["knobs"] == e["best_knobs"] else ""])
     return Table("knob-grid", "Server knobs tried per target, closed loop, every point in every repeat (the chosen "
                  "point's runs are the saturation runs, and its knobs ran the steps above). Per server the simplest "

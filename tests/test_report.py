@@ -121,6 +121,23 @@ def test_the_schemas_rows_are_the_writers_rows():
     assert row_fields("gpu-bench", "row") == [f.name for f in fields(GpuRow)]
 
 
+def test_a_sweep_from_before_the_repeated_knob_grid_still_validates_and_renders(tmp_path):
+    """Older sweeps have knob-grid rows without a repeat and no method.knob_choice: shown, not rejected."""
+    root = tmp_path / "artifacts"
+    shutil.copytree(FIXTURES, root)
+    path = root / SWEEP
+    document = json.loads(path.read_text())
+    del document["method"]["knob_choice"]
+    for entry in document["targets"].values():
+        for row in entry["knob_grid"]:
+            del row["repeat"]
+    path.write_text(json.dumps(document))
+    assert schema_errors(document, "sweep") == []
+    write_report(build_document(load_results(root)), tmp_path / "report")
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "knob choice: not recorded by this sweep" in text and "| tf-grpc | " in text
+
+
 def test_fixture_sweep_holds_only_what_the_writer_computes():
     sweep = json.loads((FIXTURES / SWEEP).read_text())
     target_keys = set(schema("sweep")["properties"]["targets"]["additionalProperties"]["required"])
