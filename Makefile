@@ -18,7 +18,7 @@ export PROFILE TRAINER MODEL ARTIFACTS
 
 .DEFAULT_GOAL := help
 .PHONY: help prereqs setup protos train export deploy deploy-tf deploy-torch smoke undeploy status predict edge bench-batching bench-dropin \
-        loadtest sweep loadtest-distributed bad-input chaos soak demo test lint clean
+        loadtest tune sweep loadtest-distributed bad-input chaos soak demo test lint clean
 
 help: ## List every target with one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-21s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -82,7 +82,10 @@ bench-dropin: protos ## Benchmark: drop-in gRPC/REST vs in-process and TorchServ
 loadtest: protos ## Locust against the four deployed targets, 3 repeats each, median [min-max] + summary.json (LOADTEST_ARGS=...)
 	$(PY) -m loadtests run $(LOADTEST_ARGS)
 
-sweep: protos ## Knob grid, saturation, SLO maximum by search, p99 at a common load, 3 repeats (SWEEP_ARGS="--slo-ms 100")
+tune: protos ## Choose each server's knobs from a small grid, 3 repeats; leaves them deployed (TUNE_ARGS="--repeats 3")
+	$(PY) -m loadtests tune $(TUNE_ARGS)
+
+sweep: protos ## With the knobs deployed: saturation, SLO maximum by search, p99 at a common load, 3 repeats (SWEEP_ARGS=...)
 	$(PY) -m loadtests sweep $(SWEEP_ARGS)
 
 loadtest-distributed: protos ## make loadtest with a locust master and WORKERS worker processes (default 2)

@@ -3,7 +3,8 @@
   python -m loadtests run    [--target T ...] [--users 8 | --rate R [--arrivals poisson|fixed]] [--repeats 3]
                              [--duration 20] [--warmup 5] [--batch-size 1]
                              [--url URL [--host-header H] [--token-file F]]
-  python -m loadtests sweep  [--slo-ms 100] [--quick] [--no-knobs] [--repeats 3] [--min-requests 1000]
+  python -m loadtests tune   [--target T ...] [--repeats 3] [--duration 12 --warmup 3 per run]
+  python -m loadtests sweep  [--slo-ms 100] [--quick] [--repeats 3] [--min-requests 1000]
                              [--duration 12 --warmup 3 per step]
   python -m loadtests prepare --out FILE [--batch-size 1]              payload file only (for locust by hand)
 
@@ -13,6 +14,9 @@ summary.json, and prints the targets side by side with each figure's median
 and min-max over the repeats. `--url` loads an endpoint deploy did not start
 (a compose service, a KServe InferenceService behind its Host header). Every
 check of the arguments and of the servers happens before any load is sent.
+`tune` measures a small grid of server knobs, closed loop, and leaves the
+servers deployed with the knobs it chose; `sweep` measures the servers with
+the knobs they have.
 """
 
 from __future__ import annotations
@@ -61,14 +65,16 @@ def _parser() -> OneLineArgumentParser:
     run = commands.add_parser("run", help="one run against each target")
     _add_run_options(run)
     _add_endpoint_options(run)
-    sweep = commands.add_parser("sweep", help="knob grid, offered-load steps and batch sizes per target")
+    tune = commands.add_parser("tune", help="choose each server's knobs from a small grid; leave them deployed")
+    _add_run_options(tune)
+    tune.set_defaults(duration=12.0, warmup=3.0)  # per run: the grid is many short closed-loop runs
+    sweep = commands.add_parser("sweep", help="saturation, SLO maximum by search, common load, batch sizes")
     _add_run_options(sweep)
     sweep.set_defaults(duration=12.0, warmup=3.0)  # per step: a sweep is many short runs
     sweep.add_argument("--slo-ms", type=float, default=100.0, help="p99 bound (milliseconds)")
     sweep.add_argument("--min-requests", type=int, default=1000,
                        help="requests each SLO probe's p99 rests on (probes last long enough for them)")
     sweep.add_argument("--quick", action="store_true", help="shorter steps and fewer of them (make demo)")
-    sweep.add_argument("--no-knobs", action="store_true", help="skip the server knob grid (no redeploys)")
     prepare = commands.add_parser("prepare", help="write a payload file")
     prepare.add_argument("--out", type=Path, required=True)
     prepare.add_argument("--batch-size", type=int, default=1)
@@ -120,10 +126,19 @@ def command_sweep(args) -> int:
     if not args.run_id:
         args.run_id = new_run_id("sweep")
     cfg = run_config(args)
-    sweep_cfg = SweepConfig(run=cfg, slo_ms=args.slo_ms, knob_grid=not args.no_knobs, min_requests=args.min_requests)
+    sweep_cfg = SweepConfig(run=cfg, slo_ms=args.slo_ms, min_requests=args.min_requests)
     if args.quick:
         sweep_cfg = sweep.quick(sweep_cfg)
     sweep.run_sweep(sweep_cfg)
+    return 0
+
+
+def command_tune(args) -> int:
+    from loadtests import tune
+
+    if not args.run_id:
+        args.run_id = new_run_id("tune")
+    tune.run_tune(run_config(args))
     return 0
 
 
@@ -141,7 +156,8 @@ def command_prepare(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    return {"run": command_run, "sweep": command_sweep, "prepare": command_prepare}[args.command](args)
+    commands = {"run": command_run, "tune": command_tune, "sweep": command_sweep, "prepare": command_prepare}
+    return commands[args.command](args)
 
 
 cli = console_script(main)

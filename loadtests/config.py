@@ -95,7 +95,7 @@ class RunConfig:
 
 @dataclass
 class SweepConfig:
-    """A sweep: knob grid, saturation, the SLO maximum by search, latency at a common load, batch sizes.
+    """A sweep of the servers as deployed: saturation, SLO maximum by search, latency at a common load, batch sizes.
 
     `run.repeats` independent repeats of every figure that enters the verdict; each SLO probe
     lasts long enough for `min_requests` requests (its p99 rests on at least 1,000 by default);
@@ -105,7 +105,6 @@ class SweepConfig:
     run: RunConfig
     slo_ms: float = 100.0
     batch_sizes: tuple[int, ...] = (1, 8, 32)
-    knob_grid: bool = True  # each closed-loop run lasts run.duration_s, the first run.warmup_s not counted
     min_requests: int = 1000
     tolerance: float = 0.05
 

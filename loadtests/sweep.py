@@ -5,32 +5,27 @@ measurement is also a run of its own with a summary.json under steps/):
 
 1. calibration: the generator against trivial endpoints (its ceiling here);
 2. the in-process ceiling of each framework at batch 1;
-3. saturation at every point of a small grid of the knobs that matter: in each
-   of `repeats` repeats, every point is deployed in turn (both servers at
-   once: TF_GRID and TORCH_GRID are paired entry by entry) and every target
-   loaded closed loop. Per server, the grid runs from the simplest point; a
-   later point is chosen only when its throughput, summed over the server's
-   targets, beats the point chosen so far beyond the spread (choose_point).
-   A choice resting on one noisy run per point differed from one sweep to the
-   next and moved the SLO maxima with it. The chosen point's runs are the
-   target's saturation runs, and its knobs run everything after (one
-   configuration per server, so the targets can take turns without redeploys);
+3. saturation: in each of `repeats` repeats, every target loaded closed loop;
 4. the SLO maximum: `repeats` independent searches (loadtests/search.py), each
    probe an open-loop run with Poisson arrivals long enough for its p99;
 5. the common load: the lowest SLO maximum any search of any target found;
    every target is loaded there `repeats` times for its p50 and p99;
 6. closed-loop runs at other batch sizes (once each: not a verdict figure).
 
-In 3-5 the targets (and in 3 the knob points) take turns within each repeat,
-in an order rotated from one repeat to the next. A repeat's saturation is the
-highest throughput the target reached in that repeat, closed loop or a valid
-probe (so the SLO maximum never exceeds it by more than the 5 % an open-loop
-probe may fall short). The deployment found at the start is restored at the end.
+The servers keep the knobs they were deployed with throughout (no redeploys):
+`make tune` (loadtests/tune.py) chooses them beforehand, and the sweep records
+the knobs and the tuning that chose them. In 3-5 the targets take turns within
+each repeat, in an order rotated from one repeat to the next. A repeat's
+saturation is the highest throughput the target reached in that repeat, closed
+loop or a valid probe (so the SLO maximum never exceeds it by more than the 5 %
+an open-loop probe may fall short).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -48,55 +43,21 @@ from serving.record import read_record
 
 USUAL_PROBES = 6  # a guess, for the progress line's total only (which grows as measurements exceed it)
 PROBE_REQUESTS_MARGIN = 1.25  # a probe plans this many times min_requests arrivals: Poisson counts vary
-# Knobs that matter, a small grid each. TF: server-side batching; TorchServe: workers, batch size, delay.
-TF_GRID = ({"enable_batching": False},
-           {"enable_batching": True, "max_batch_size": 8, "batch_timeout_micros": 1000},
-           {"enable_batching": True, "max_batch_size": 32, "batch_timeout_micros": 2000})
-TORCH_GRID = ({"workers": 1, "batch_size": 1, "max_batch_delay_ms": 0},
-              {"workers": 1, "batch_size": 8, "max_batch_delay_ms": 5},
-              {"workers": 2, "batch_size": 8, "max_batch_delay_ms": 5})
-GRIDS = {"tf": TF_GRID, "torch": TORCH_GRID}  # each from the simplest point; paired entry by entry
-KNOB_RULE = ("every point in every repeat; per server the simplest point, unless a later one's throughput summed "
-             "over the server's targets beats it beyond the spread (its lowest repeat above the other's highest)")
+TUNED_FILE = "tuned.json"  # beside the deploy records: which `make tune` run chose each server's knobs
 
 
 def quick(cfg: SweepConfig) -> SweepConfig:
-    """The demo's sweep: no knob grid, batch sizes 1 and 8 (repeats, SLO search and step length stay the caller's)."""
-    return dataclasses.replace(cfg, batch_sizes=(1, 8), knob_grid=False)
+    """The demo's sweep: batch sizes 1 and 8 (repeats, SLO search and step length stay the caller's)."""
+    return dataclasses.replace(cfg, batch_sizes=(1, 8))
 
 
-def _batching_file(knobs: dict, directory: Path) -> Path:
-    path = directory / f"batching-{knobs['max_batch_size']}-{knobs['batch_timeout_micros']}.config"
-    path.write_text(f"max_batch_size {{ value: {knobs['max_batch_size']} }}\n"
-                    f"batch_timeout_micros {{ value: {knobs['batch_timeout_micros']} }}\n"
-                    "max_enqueued_batches { value: 100 }\nnum_batch_threads { value: 2 }\n", encoding="utf-8")
-    return path
-
-
-def _deploy_config_for(side: str, knobs: dict, base: DeployConfig, directory: Path) -> DeployConfig:
-    """The deploy settings that give this server these knobs (TF: a batching file written for them)."""
-    if side == "torch":
-        return dataclasses.replace(base, ts_workers=knobs["workers"], ts_batch_size=knobs["batch_size"],
-                                   ts_max_batch_delay_ms=knobs["max_batch_delay_ms"])
-    if not knobs["enable_batching"]:
-        return dataclasses.replace(base, tf_enable_batching=False)
-    batching_file = Path(knobs["file"]) if knobs.get("file") else _batching_file(knobs, directory)
-    return dataclasses.replace(base, tf_enable_batching=True, tf_batching_file=batching_file)
-
-
-def redeploy(side: str, knobs: dict, base: DeployConfig, directory: Path) -> None:
-    """Restart one server with these knobs, unless it already runs with them (deploy's own checks and records)."""
-    from serving.deploy import deploy_tf, deploy_torch, undeploy_one
-
-    if read_record(base.run_dir, side) and runs_with(current_knobs(side, base), knobs):
-        return
-    undeploy_one(base, side)
-    (deploy_tf if side == "tf" else deploy_torch)(_deploy_config_for(side, knobs, base, directory))
-
-
-def runs_with(current: dict, wanted: dict) -> bool:
-    """Whether a server with `current` knobs already has every knob `wanted` names (a grid entry, or all found)."""
-    return all(key in current and current[key] == value for key, value in wanted.items())
+def tuned_by(run_dir: Path, side: str, running: dict) -> str | None:
+    """The `make tune` run whose choice the server runs with now (None: its knobs were not chosen by one)."""
+    path = run_dir / TUNED_FILE
+    if not path.is_file():
+        return None
+    tuned = json.loads(path.read_text(encoding="utf-8")).get(side)
+    return tuned["run_id"] if tuned is not None and shown_knobs(running) == tuned["knobs"] else None
 
 
 def current_knobs(side: str, base: DeployConfig) -> dict:
@@ -189,32 +150,20 @@ class Sweep:
               f"{result['grpc_rps']:.0f} req/s gRPC ({self.base.users} users)", flush=True)
         return result
 
-    def grid_points(self, sides: list[str], found: dict[str, dict]) -> list[dict[str, dict]]:
-        """The knob points to measure, each {side: knobs}: the grids entry by entry, or only the knobs found."""
-        grids = {}
-        for side in sides:
-            running = read_record(self.deploy_cfg.run_dir, side)
-            compose = running is not None and running.mode == "compose"
-            if self.cfg.knob_grid and compose:
-                # Redeploying here would restart the native server or the cpu profile, not the running containers.
-                print(f"  {side}: knob grid skipped: compose services take their knobs from docker-compose.yml")
-            grids[side] = list(GRIDS[side]) if self.cfg.knob_grid and not compose else [found[side]]
-        count = max(len(grid) for grid in grids.values())
-        # A side without a grid keeps its one point at every index.
-        return [{side: grid[min(index, len(grid) - 1)] for side, grid in grids.items()} for index in range(count)]
-
-    def closed_loop(self, names: list[str], points: list[dict[str, dict]]) -> dict[str, list[list[dict]]]:
+    def closed_loop(self, names: list[str], points: list[dict[str, dict]],
+                    deploy: Callable[[dict[str, dict]], None] | None = None) -> dict[str, list[list[dict]]]:
         """Closed-loop runs of every target at every knob point in every repeat: runs[name][point][repeat].
 
-        Within a repeat the points take turns, and at each point the targets do, both in an order
-        rotated from one repeat to the next: a machine that speeds up or slows down over minutes
-        favours no point and no target.
+        `deploy(point)` puts the servers on a point before its runs (the sweep's one point: the servers
+        as deployed, so none). Within a repeat the points take turns, and at each point the targets do,
+        both in an order rotated from one repeat to the next: a machine that speeds up or slows down
+        over minutes favours no point and no target.
         """
         runs: dict[str, list[list[dict]]] = {name: [[] for _ in points] for name in names}
         for repeat in range(self.base.repeats):
             for index in repeats.rotated(range(len(points)), repeat):
-                for side, knobs in points[index].items():
-                    redeploy(side, knobs, self.deploy_cfg, self.dir)
+                if deploy is not None:
+                    deploy(points[index])
                 for name in repeats.rotated(names, repeat):
                     label = f"closed-knobs{index}-r{repeat + 1}" if len(points) > 1 else f"saturation-r{repeat + 1}"
                     runs[name][index].append(_run_row(self.measure(name, label), repeat))
@@ -266,31 +215,6 @@ def _run_row(result: dict, repeat: int) -> dict:
             "run_id": result["run_id"], "server_side": result["repeats"][0].get("server_side")}
 
 
-def throughput_sums(runs: dict[str, list[list[dict]]], names: list[str]) -> list[Spread | None]:
-    """Per knob point, the spread over repeats of the throughput summed over `names` (None: a run was invalid)."""
-    sums = []
-    for point in zip(*(runs[name] for name in names), strict=True):  # point: one list of repeats per target
-        per_repeat = list(zip(*point, strict=True))  # one tuple of the targets' runs per repeat
-        valid = all(run["valid"] for repeat in per_repeat for run in repeat)
-        sums.append(Spread.of([sum(run["throughput_rps"] for run in repeat) for repeat in per_repeat])
-                    if valid else None)
-    return sums
-
-
-def choose_point(sums: list[Spread | None]) -> int:
-    """The grid point the server keeps: the simplest one (index 0) unless a later one beats it beyond the spread.
-
-    Walking the grid in order, a point replaces the one chosen so far only when its lowest repeat is
-    above that one's highest: a configuration earns its complexity by a measurable difference, and a
-    tie within the noise always resolves the same way. An invalid point (None) is never chosen over a valid one.
-    """
-    chosen = 0
-    for index, spread in enumerate(sums):
-        if spread is not None and (sums[chosen] is None or spread.low > sums[chosen].high):
-            chosen = index
-    return chosen
-
-
 def saturation_per_repeat(closed: list[dict], searches: list[dict]) -> list[float]:
     """Each repeat's saturation: its closed-loop throughput, or a valid probe's if that reached higher."""
     figures = []
@@ -334,23 +258,16 @@ def run_sweep(cfg: SweepConfig) -> dict:
     plan = pinning.plan_cpus([t.server["cpus"] for t in targets], base.pin)
     calibration = sweep.calibrate(plan)
     ceilings = measure_ceilings(base, sides, plan.server_cpus) if base.ceiling else {}  # --no-ceiling: null
-    try:
-        points = sweep.grid_points(sides, found)
-        runs = sweep.closed_loop(names, points)
-        choice = {side: knob_choice(runs, points, side, [t.name for t in targets if t.side == side]) for side in sides}
-        for side in sides:
-            redeploy(side, points[choice[side]["chosen"]][side], sweep.deploy_cfg, sweep.dir)
-        results = _measure_targets(sweep, names, runs, points, choice, ceilings)
-    finally:
-        for side in sides:
-            redeploy(side, found[side], sweep.deploy_cfg, sweep.dir)
+    knobs = {side: knob_record(sweep.deploy_cfg.run_dir, side, found[side]) for side in sides}
+    closed = {name: runs[0] for name, runs in sweep.closed_loop(names, [found]).items()}
+    results = _measure_targets(sweep, names, closed, found, ceilings)
     common = common_load({name: Spread.from_json(r["slo_max"]) for name, r in results.items()})
     invalid = [f"{name}: no SLO maximum found" for name, r in results.items() if r["slo_max"] is None]
     invalid += [f"{name}: {reason}" for name, r in results.items() for reason in r["invalid_reasons"]]
     document = {"kind": "sweep", "schema_version": 2, "run_id": base.run_id, "created": created,
                 "slo_ms": cfg.slo_ms, "model": {"name": base.model, "profile": sweep.profile, "batch_size": 1},
                 "method": {"repeats": base.repeats, "users": base.users, "arrivals": base.arrivals,
-                           "min_requests": cfg.min_requests, "tolerance": cfg.tolerance, "knob_choice": choice,
+                           "min_requests": cfg.min_requests, "tolerance": cfg.tolerance, "knobs": knobs,
                            "spread": "median [min-max] over the repeats",
                            "order": [repeats.rotated(names, r) for r in range(base.repeats)]},
                 "environment": runner.environment_record(plan, base), "calibration": calibration,
@@ -359,6 +276,14 @@ def run_sweep(cfg: SweepConfig) -> dict:
     print(sweep_table(document))
     print(f"sweep: {sweep.dir / 'sweep.json'}")
     return document
+
+
+def knob_record(run_dir: Path, side: str, running: dict) -> dict:
+    """A server's knobs for the sweep's record, and the `make tune` run that chose them (None: as deployed)."""
+    record = {"knobs": shown_knobs(running), "tuned_by": tuned_by(run_dir, side, running)}
+    origin = f"chosen by {record['tuned_by']}" if record["tuned_by"] else "as deployed: no make tune run chose them"
+    print(f"  {side}: knobs {knobs_text(record['knobs'])} ({origin})", flush=True)
+    return record
 
 
 def measure_ceilings(base: RunConfig, sides: list[str], server_cpus: list[int] | None) -> dict[str, dict]:
@@ -372,42 +297,21 @@ def measure_ceilings(base: RunConfig, sides: list[str], server_cpus: list[int] |
 
 def _planned(cfg: SweepConfig, targets: int) -> int:
     """Measurements the sweep expects (a search's probes are not known ahead: its usual count is planned)."""
-    points = len(TF_GRID) if cfg.knob_grid else 1
-    per_target = cfg.run.repeats * (points + USUAL_PROBES + 1) + len(set(cfg.batch_sizes) - {1})
+    per_target = cfg.run.repeats * (1 + USUAL_PROBES + 1) + len(set(cfg.batch_sizes) - {1})
     return targets * per_target
 
 
-def knob_choice(runs: dict[str, list[list[dict]]], points: list[dict[str, dict]], side: str,
-                names: list[str]) -> dict:
-    """One server's knob points with their summed throughput, and the one chosen (choose_point)."""
-    sums = throughput_sums(runs, names)
-    chosen = choose_point(sums)
-    for index, spread in enumerate(sums):
-        print(f"  {side:<5} knobs {knobs_text(points[index][side]):<26} {spread_text(_json(spread)):>24} req/s summed "
-              f"over {', '.join(names)}{'  <- chosen' if index == chosen else ''}", flush=True)
-    return {"rule": KNOB_RULE, "chosen": chosen,
-            "points": [{"knobs": _shown(point[side]), "throughput_sum": _json(spread)}
-                       for point, spread in zip(points, sums, strict=True)]}
-
-
-def _shown(knobs: dict) -> dict:
+def shown_knobs(knobs: dict) -> dict:
     """Knobs as recorded: a batching file's path is the deployment's detail, not a knob."""
     return {key: value for key, value in knobs.items() if key != "file"}
 
 
-def _grid_rows(runs: list[list[dict]], points: list[dict[str, dict]], side: str) -> list[dict]:
-    """A target's knob-grid record: every closed-loop run at every point, with the point's knobs."""
-    return [{"knobs": _shown(point[side]), **run} for point, point_runs in zip(points, runs, strict=True)
-            for run in point_runs]
-
-
-def _measure_targets(sweep: Sweep, names: list[str], runs: dict[str, list[list[dict]]],
-                     points: list[dict[str, dict]], choice: dict[str, dict], ceilings: dict) -> dict:
+def _measure_targets(sweep: Sweep, names: list[str], closed: dict[str, list[dict]], knobs: dict[str, dict],
+                     ceilings: dict) -> dict:
     """SLO searches and the common load for every target, in turns; batch sizes after.
 
-    The saturation runs are the closed-loop runs at the knob point chosen for the target's server.
+    `closed`: each target's saturation runs, one per repeat; `knobs`: each server's, as deployed.
     """
-    closed = {name: runs[name][choice[target_named(name).side]["chosen"]] for name in names}
     start = {name: Spread.of([run["throughput_rps"] for run in closed[name]]).median for name in names}
     searches = sweep.in_turns(names, lambda name, repeat: sweep.search(name, repeat, start[name]))
     slo_maxima = {name: Spread.of([s["slo_max_rps"] for s in searches[name]]) for name in names}
@@ -420,8 +324,8 @@ def _measure_targets(sweep: Sweep, names: list[str], runs: dict[str, list[list[d
         ceiling = ceilings.get(side)
         server = resolve_targets((name,), sweep.deploy_cfg, sweep.base.host)[0].server
         results[name] = {
-            "server": server, "knob_grid": _grid_rows(runs[name], points, side) if len(points) > 1 else [],
-            "best_knobs": _shown(points[choice[side]["chosen"]][side]),
+            "server": server, "knob_grid": [],  # sweeps before `make tune` held the knob grid here
+            "best_knobs": shown_knobs(knobs[side]),
             "saturation_rps": saturation.median, "saturation": saturation.as_json(), "saturation_runs": closed[name],
             "slo_max_rps": slo_maxima[name].median if slo_maxima[name] else None,
             "slo_max": _json(slo_maxima[name]), "searches": searches[name],
@@ -465,11 +369,11 @@ def knobs_text(knobs: dict) -> str:
 
 
 def sweep_table(document: dict) -> str:
-    """Per target: best knobs, saturation and SLO max as median [min-max], p99 at the common load."""
+    """Per target: its server's knobs, saturation and SLO max as median [min-max], p99 at the common load."""
     common = document["common_load_rps"]
     lines = [f"median [min-max] over {document['method']['repeats']} repeats; common load "
              f"{'none' if common is None else f'{common:g} req/s'}",
-             f"{'target':<11}{'best knobs':<26}{'saturation req/s':>28}{'SLO max req/s':>28}{'p99 ms at common':>24}"
+             f"{'target':<11}{'knobs':<26}{'saturation req/s':>28}{'SLO max req/s':>28}{'p99 ms at common':>24}"
              f"{'x ceiling':>10}"]
     for name, result in sorted(document["targets"].items()):
         at_load = result["at_common_load"] or {}

@@ -45,7 +45,7 @@ def _sources_section(results: Results) -> Section:
 
 def compare_with_baseline(results: Results, baseline: str, current: str | None) -> RunComparison:
     """`--baseline RUN [--current RUN]`; current defaults to the run the verdict uses. UsageError on bad input."""
-    verdict = choose_verdict(results.sweeps, results.summaries, sweep_run_ids(results.sweeps))
+    verdict = choose_verdict(results.sweeps, results.summaries, sweep_run_ids(results.sweeps + results.tunes))
     return run_comparison(results, baseline, current, verdict.loaded if verdict else None)
 
 
@@ -56,7 +56,7 @@ def build_document(results: Results, comparison: RunComparison | None = None) ->
         raise UsageError(NOTHING_TO_REPORT.format(where=results.root / "results")
                          + (f" ({len(results.unreadable)} results files unreadable: "
                             f"{results.unreadable[0][0]}: {results.unreadable[0][1]})" if results.unreadable else ""))
-    in_sweeps = sweep_run_ids(results.sweeps)
+    in_sweeps = sweep_run_ids(results.sweeps + results.tunes)
     verdict = choose_verdict(results.sweeps, results.summaries, in_sweeps)
     groups = by_profile(results.checkpoints)
     comparisons = trainer_comparisons(groups)

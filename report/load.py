@@ -50,6 +50,7 @@ class Results:
 
     root: Path
     sweeps: list[Loaded] = field(default_factory=list)
+    tunes: list[Loaded] = field(default_factory=list)  # make tune: the knob grids that chose a sweep's knobs
     summaries: list[Loaded] = field(default_factory=list)
     edge: Loaded | None = None
     gpu: Loaded | None = None
@@ -125,6 +126,7 @@ def load_results(root: Path) -> Results:
     results_dir = paths.results_dir
     if results_dir.is_dir():
         results.sweeps = _load_all(list(results_dir.rglob("sweep.json")), root, unreadable, _schema("sweep"))
+        results.tunes = _load_all(list(results_dir.rglob("tune.json")), root, unreadable, _schema("tune"))
         results.summaries = _load_all(list(results_dir.rglob("summary.json")), root, unreadable, _schema("summary"))
         results.edge = _optional(results_dir / "edge.json", root, unreadable, _schema("edge"))
         results.gpu = _optional(results_dir / "gpu-bench.json", root, unreadable, _schema("gpu-bench"))

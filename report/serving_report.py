@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from common.spread import Spread
-from common.targets import ordered
+from common.targets import ordered, target_named
 from report import fmt, plots
 from report.doc import Figure, Paragraph, Row, Section, Table
 from report.load import Loaded, Results
@@ -19,13 +19,13 @@ VERDICT_COLUMNS = ["target", "server", "SLO max req/s", "saturation req/s", "off
 CEILING_COLUMN = VERDICT_COLUMNS[-3]
 
 
-def sweep_run_ids(sweeps: list[Loaded]) -> set[str]:
-    """Run ids of the steps, knob-grid points and batch sizes inside sweeps (each is also a summary.json)."""
+def sweep_run_ids(documents: list[Loaded]) -> set[str]:
+    """Run ids of the steps, knob-grid points and batch sizes inside sweeps and tunings (each also a summary.json)."""
     ids = set()
-    for sweep in sweeps:
-        for entry in sweep.data["targets"].values():
+    for document in documents:
+        for entry in document.data["targets"].values():
             for key in ("steps", "knob_grid", "batch_sizes", "saturation_runs"):
-                ids.update(item["run_id"] for item in entry[key])
+                ids.update(item["run_id"] for item in entry.get(key, []))
     return ids
 
 
@@ -108,19 +108,57 @@ def _batch_table(targets: dict[str, Any]) -> Table:
                  ["target", "batch size", "requests/s", "images/s", "status", "run id"], rows)
 
 
-def _knob_table(targets: dict[str, Any]) -> Table:
+KNOB_COLUMNS = ["target", "knobs", "repeat", "requests/s", "p99 ms", "chosen", "status", "run id"]
+
+
+def _knob_rows(targets: dict[str, Any], chosen: dict[str, dict[str, Any]]) -> list[Row]:
+    """Every closed-loop run of a knob grid; `chosen`: per target, the knobs its server kept."""
     def p99(point: dict[str, Any]) -> float | None:
         latency = point["latency_ms"]
         return latency.get("p99") if isinstance(latency, dict) else None
 
-    rows = _rows(targets, "knob_grid", None, lambda e, k: [
+    return _rows(targets, "knob_grid", None, lambda e, k: [
         fmt.knobs(k["knobs"]), fmt.integer(k.get("repeat")), fmt.rps(k["throughput_rps"]), fmt.ms(p99(k)),
-        "chosen" if k["knobs"] == e["best_knobs"] else ""])
+        "chosen" if k["knobs"] == chosen[e["name"]] else ""])
+
+
+def _sweep_knob_table(targets: dict[str, Any]) -> Table:
+    """A sweep from before `make tune`, which ran the knob grid itself."""
+    named = {name: {**entry, "name": name} for name, entry in targets.items()}
+    rows = _knob_rows(named, {name: entry["best_knobs"] for name, entry in targets.items()})
     return Table("knob-grid", "Server knobs tried per target, closed loop, every point in every repeat (the chosen "
                  "point's runs are the saturation runs, and its knobs ran the steps above). Per server the simplest "
                  "point is kept unless a later one's throughput, summed over the server's targets, beats it beyond "
-                 "the spread.",
-                 ["target", "knobs", "repeat", "requests/s", "p99 ms", "chosen", "status", "run id"], rows)
+                 "the spread.", KNOB_COLUMNS, rows)
+
+
+def tune_table(tune: dict[str, Any], table_id: str = "knob-grid") -> Table:
+    """The knob grid of one `make tune` run, with the point each server kept."""
+    kept = {side: choice["points"][choice["chosen"]]["knobs"] for side, choice in tune["choice"].items()}
+    targets = {name: {**tune["targets"][name], "name": name} for name in ordered(tune["targets"])}
+    chosen = {name: kept[target_named(name).side] for name in targets}
+    method = tune["method"]
+    return Table(table_id, f"Server knobs tried by make tune {tune['run_id']}: closed loop, {method['users']} users, "
+                 f"every point in every repeat; {method['rule']}. The sweep ran with the chosen knobs.",
+                 KNOB_COLUMNS, _knob_rows(targets, chosen))
+
+
+def _knob_tables(sweep: dict[str, Any], tunes: list[Loaded]) -> list[Table | Paragraph]:
+    """How the sweep's knobs were chosen: the grid it ran itself (older sweeps), or the tuning it names."""
+    if any(entry["knob_grid"] for entry in sweep["targets"].values()):
+        return [_sweep_knob_table(sweep["targets"])]
+    named = sorted({k["tuned_by"] for k in sweep["method"].get("knobs", {}).values() if k["tuned_by"]})
+    found = {t.data["run_id"]: t.data for t in tunes}
+    missing = [run_id for run_id in named if run_id not in found]
+    present = [run_id for run_id in named if run_id in found]
+    items: list[Table | Paragraph] = [tune_table(found[run_id], "knob-grid" if i == 0 else f"knob-grid-{i + 1}")
+                                      for i, run_id in enumerate(present)]
+    if missing:
+        items.append(Paragraph(f"The tuning that chose the knobs is not under results/: {', '.join(missing)}.", "note"))
+    if not named:
+        items.append(Paragraph("No knob grid: the servers ran with the knobs they were deployed with (`make tune` "
+                               "chooses them by measurement).", "note"))
+    return items
 
 
 SERVER_SIDE_COLUMNS = ["target", "run", "server CPU % mean", "CPU % max", "RSS MiB start", "RSS MiB end",
@@ -153,6 +191,11 @@ def _sweep_server_side(targets: dict[str, Any]) -> Table:
 
 
 def _knob_rule(method: dict[str, Any]) -> str:
+    """Which knobs the servers ran with and who chose them (older sweeps chose them themselves)."""
+    if method.get("knobs"):
+        return "; ".join(f"{side}: {fmt.knobs(k['knobs'])}, "
+                         f"{'chosen by make tune ' + k['tuned_by'] if k['tuned_by'] else 'as deployed, not tuned'}"
+                         for side, k in sorted(method["knobs"].items()))
     choice = method.get("knob_choice")
     if not choice:
         return "not recorded by this sweep"
@@ -164,7 +207,7 @@ def _method(sweep: dict[str, Any]) -> str:
     order = "; ".join(", ".join(turn) for turn in method["order"])
     return (f"Method: {method['repeats']} independent repeats of every verdict figure, a fresh locust process for "
             f"each run; within a repeat the targets take turns (orders: {order}). Saturation: closed loop, "
-            f"{method['users']} users, at the knob point kept for the server (knob choice: "
+            f"{method['users']} users, with each server's knobs (knob choice: "
             f"{_knob_rule(method)}). SLO maximum: per repeat, a search from the saturation rate (bracket, then "
             f"bisect to within {method['tolerance']:.0%}); each probe open loop with {method['arrivals']} arrivals, "
             f"long enough for at least {method['min_requests']:,} requests; a probe is invalid when it achieves less "
@@ -194,7 +237,7 @@ def sweep_section(results: Results, verdict: Verdict | None) -> Section:
         _steps_table(targets),
         Figure("throughput-vs-batch", "Throughput against batch size", plots.throughput_vs_batch(targets, footer),
                footer),
-        _batch_table(targets), _knob_table(targets), _sweep_server_side(targets))
+        _batch_table(targets), *_knob_tables(sweep, results.tunes), _sweep_server_side(targets))
     return section
 
 

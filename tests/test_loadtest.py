@@ -29,7 +29,9 @@ from loadtests.config import RunConfig
 from loadtests.pinning import plan_cpus
 from loadtests.repeats import rotated
 from loadtests.search import search_slo_max
-from loadtests.sweep import choose_point, throughput_sums
+from loadtests.sweep import TUNED_FILE, current_knobs, shown_knobs, tuned_by
+from loadtests.tune import GRIDS, choose_point, throughput_sums
+from serving.config import DeployConfig
 from serving.record import DeployRecord, TfKnobs, TorchKnobs, write_record
 from tests.conftest import run_module
 
@@ -186,7 +188,7 @@ def test_an_open_loop_with_workers_offers_the_rate_once_not_once_per_worker(depl
 def test_a_quick_sweep_finds_the_slo_maximum_by_search_in_three_repeats(deployed):
     env, _ = deployed
     # one fast target: every probe's p99 rests on 1,000 requests, so a slow target's probes would take minutes
-    done = run_module("loadtests", "sweep", "--quick", "--no-knobs", "--target", "tf-grpc", "--duration", "2.5",
+    done = run_module("loadtests", "sweep", "--quick", "--target", "tf-grpc", "--duration", "2.5",
                       "--warmup", "1", "--users", "2", "--slo-ms", "1000", "--no-ceiling", env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "[sweep 1 of " in done.stdout and "elapsed" in done.stdout  # progress, measurement by measurement
@@ -195,10 +197,14 @@ def test_a_quick_sweep_finds_the_slo_maximum_by_search_in_three_repeats(deployed
     document = json.loads(_written(done.stdout, "sweep").read_text(encoding="utf-8"))
     summary.validate(document, "sweep")
     assert document["method"]["order"] == [["tf-grpc"]] * 3 and document["method"]["min_requests"] == 1000
-    choice = document["method"]["knob_choice"]["tf"]  # --no-knobs: one point, the deployed knobs, chosen
-    assert choice["chosen"] == 0 and len(choice["points"]) == 1
-    saturation_runs = document["targets"]["tf-grpc"]["saturation_runs"]
-    assert choice["points"][0]["throughput_sum"]["values"] == [run["throughput_rps"] for run in saturation_runs]
+    # the servers keep the knobs they were deployed with; the sweep says so, and that no tuning chose them
+    deployed_knobs = document["targets"]["tf-grpc"]["server"]["knobs"]
+    assert document["method"]["knobs"] == {"tf": {"knobs": {
+        "enable_batching": True, "max_batch_size": deployed_knobs["max_batch_size"],
+        "batch_timeout_micros": deployed_knobs["batch_timeout_micros"]}, "tuned_by": None}}
+    assert document["targets"]["tf-grpc"]["best_knobs"] == document["method"]["knobs"]["tf"]["knobs"]
+    assert document["targets"]["tf-grpc"]["knob_grid"] == []
+    assert "(as deployed: no make tune run chose them)" in done.stdout
     for name, result in document["targets"].items():
         assert len(result["saturation_runs"]) == 3 and len(result["searches"]) == 3, name
         maxima = [search["slo_max_rps"] for search in result["searches"]]
@@ -222,6 +228,42 @@ def test_a_quick_sweep_finds_the_slo_maximum_by_search_in_three_repeats(deployed
         at_load = result["at_common_load"]
         assert at_load["offered_rps"] == common and len(at_load["p50_ms"]["values"]) == 3
     assert document["calibration"]["rest_rps"] > 0 and document["calibration"]["grpc_rps"] > 0
+
+
+def test_tune_measures_every_knob_point_in_every_repeat_and_leaves_the_choice_deployed(deployed):
+    env, _ = deployed
+    run_dir = DeployConfig(artifacts=Path(env["ARTIFACTS"])).run_dir
+    try:
+        done = run_module("loadtests", "tune", "--target", "tf-grpc", "--target", "torch-grpc", "--repeats", "2",
+                          "--duration", "2", "--warmup", "0.5", "--users", "2", env=env)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        document = json.loads(_written(done.stdout, "tune").read_text(encoding="utf-8"))
+        summary.validate(document, "tune")
+        assert document["method"]["order"] == [["tf-grpc", "torch-grpc"], ["torch-grpc", "tf-grpc"]]
+        for side, name in (("tf", "tf-grpc"), ("torch", "torch-grpc")):
+            choice, grid = document["choice"][side], document["targets"][name]["knob_grid"]
+            assert [point["knobs"] for point in choice["points"]] == [shown_knobs(k) for k in GRIDS[side]]
+            for point in choice["points"]:  # every point in every repeat; the sums are those runs'
+                rows = [row for row in grid if row["knobs"] == point["knobs"]]
+                assert sorted(row["repeat"] for row in rows) == [1, 2], name
+                if point["throughput_sum"] is not None:
+                    assert sorted(point["throughput_sum"]["values"]) == sorted(r["throughput_rps"] for r in rows)
+            sums = [Spread.from_json(p["throughput_sum"]) if p["throughput_sum"] else None for p in choice["points"]]
+            assert choice["chosen"] == choose_point(sums)
+            # the server now runs with the chosen point, and the sweep will name this tuning as its origin
+            kept = choice["points"][choice["chosen"]]["knobs"]
+            running = current_knobs(side, DeployConfig(artifacts=Path(env["ARTIFACTS"])))
+            assert shown_knobs(running) == kept
+            server_knobs = document["targets"][name]["server"]["knobs"]  # recorded as chosen, not as found
+            assert all(server_knobs[key] == value for key, value in kept.items()), (server_knobs, kept)
+            assert tuned_by(run_dir, side, running) == document["run_id"]
+            assert tuned_by(run_dir, side, {**running, "max_batch_delay_ms": -1, "enable_batching": None}) is None
+            assert f"  {side}: deployed with " in done.stdout and "make deploy" in done.stdout
+    finally:
+        (run_dir / TUNED_FILE).unlink(missing_ok=True)
+        run_module("serving", "undeploy", env=env)  # the session's deployment as the fixture made it
+        restored = run_module("serving", "deploy", env=env)
+        assert restored.returncode == 0, restored.stdout[-3000:] + restored.stderr[-3000:]
 
 
 def test_any_endpoint_is_loaded_by_url_with_a_host_header_and_a_token_file(deployed, tmp_path):

@@ -54,9 +54,10 @@ def test_an_unreadable_batching_file_leaves_its_sizes_unknown(tmp_path):
 
 
 @pytest.mark.parametrize("grid_index", [0, 1, 2])
-def test_the_sweep_recognises_a_tf_server_already_running_a_grid_entry(grid_index, tmp_path):
-    """The sweep reads the knobs from the deploy record, so it need not redeploy a server that has them."""
-    from loadtests.sweep import TF_GRID, _batching_file, current_knobs, runs_with
+def test_tune_recognises_a_tf_server_already_running_a_grid_entry(grid_index, tmp_path):
+    """Tune reads the knobs from the deploy record, so it need not redeploy a server that has them."""
+    from loadtests.sweep import current_knobs
+    from loadtests.tune import TF_GRID, _batching_file, runs_with
 
     entry = TF_GRID[grid_index]
     knobs = (tf_knobs_in_effect(True, _batching_file(entry, tmp_path), "dropin") if entry["enable_batching"]

@@ -20,9 +20,11 @@ import pytest
 
 from common.schemas import row_fields, schema, schema_errors
 from common.spread import Spread
+from common.targets import target_named
 from edge.evaluate import EdgeResult
 from loadtests.sweep import common_load, target_reasons
 from report.build import build_document, write_report
+from report.fmt import knobs as fmt_knobs
 from report.load import load_results
 from report.verdict import verdict_from_sweep
 from serving.gpu_bench import Row as GpuRow
@@ -136,6 +138,44 @@ def test_a_sweep_from_before_the_repeated_knob_grid_still_validates_and_renders(
     write_report(build_document(load_results(root)), tmp_path / "report")
     text = (tmp_path / "report" / "report.md").read_text()
     assert "knob choice: not recorded by this sweep" in text and "| tf-grpc | " in text
+
+
+def _as_tuned(document: dict, tune_id: str) -> dict:
+    """The fixture sweep as `make tune` + `make sweep` write it now: its knob grid moved into a tune document."""
+    tune = {"kind": "tune", "schema_version": 1, "run_id": tune_id, "created": document["created"],
+            "model": document["model"], "environment": document["environment"],
+            "method": {"repeats": 3, "users": 8, "duration_s": 12.0, "warmup_s": 3.0, "rule": "the tune's rule",
+                       "order": document["method"]["order"]},
+            "choice": document["method"].pop("knob_choice"), "valid": True, "invalid_reasons": [],
+            "targets": {name: {"server": entry["server"], "knob_grid": entry["knob_grid"]}
+                        for name, entry in document["targets"].items()}}
+    document["method"]["knobs"] = {target_named(name).side: {"knobs": entry["best_knobs"], "tuned_by": tune_id}
+                                   for name, entry in document["targets"].items()}
+    for entry in document["targets"].values():
+        entry["knob_grid"] = []
+    return tune
+
+
+def test_a_sweep_names_the_tuning_that_chose_its_knobs_and_the_report_shows_that_grid(tmp_path):
+    root = tmp_path / "artifacts"
+    shutil.copytree(FIXTURES, root)
+    sweep = json.loads((root / SWEEP).read_text())
+    tune = _as_tuned(sweep, "20250301-110000-tune")
+    assert schema_errors(sweep, "sweep") == [] and schema_errors(tune, "tune") == []
+    (root / SWEEP).write_text(json.dumps(sweep))
+    tune_path = root / "results" / "20250301-110000-tune" / "tune.json"
+    tune_path.parent.mkdir()
+    tune_path.write_text(json.dumps(tune))
+    write_report(build_document(load_results(root)), tmp_path / "report")
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "Server knobs tried by make tune 20250301-110000-tune" in text and "the tune's rule" in text
+    assert "chosen by make tune 20250301-110000-tune" in text  # the method names where the knobs came from
+    chosen_rows = [line for line in text.splitlines() if line.startswith("| tf-grpc |") and "| chosen |" in line]
+    kept = tune["choice"]["tf"]["points"][tune["choice"]["tf"]["chosen"]]["knobs"]
+    assert chosen_rows and all(fmt_knobs(kept) in line for line in chosen_rows)
+    tune_path.unlink()  # the tuning named but gone: said, not guessed
+    write_report(build_document(load_results(root)), tmp_path / "report2")
+    assert "not under results/: 20250301-110000-tune" in (tmp_path / "report2" / "report.md").read_text()
 
 
 def test_fixture_sweep_holds_only_what_the_writer_computes():

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_DIR = Path(__file__).resolve().parent
-NAMES = ("summary", "sweep", "edge", "gpu-bench", "reliability")
+NAMES = ("summary", "sweep", "tune", "edge", "gpu-bench", "reliability")
 
 
 def schema(name: str) -> dict[str, Any]:
