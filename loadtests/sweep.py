@@ -79,13 +79,13 @@ def current_knobs(side: str, base: DeployConfig) -> dict:
 
 
 class Sweep:
-    def __init__(self, cfg: SweepConfig) -> None:
+    def __init__(self, cfg: SweepConfig, label: str = "sweep") -> None:
         self.cfg = cfg
         self.base = cfg.run
         self.deploy_cfg = DeployConfig(model=self.base.model, artifacts=self.base.artifacts)
         self.dir = self.base.run_dir
         self.payloads: dict[int, Path] = {}
-        self.progress = Progress(0, "sweep")
+        self.progress = Progress(0, label)  # "[<label> k of N, elapsed, left]" before each measurement
 
     @property
     def profile(self) -> str:

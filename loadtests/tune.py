@@ -142,7 +142,7 @@ def deploy_variables(side: str, knobs: dict) -> str:
 def run_tune(cfg: RunConfig) -> dict:
     if cfg.rate is not None:
         raise UsageError("tune loads closed loop (--users); --rate belongs to `run` and the sweep's search")
-    harness = Sweep(SweepConfig(run=cfg))
+    harness = Sweep(SweepConfig(run=cfg), "tune")  # the sweep's way of measuring, without its steps
     targets = resolve_targets(cfg.targets, harness.deploy_cfg, cfg.host)  # exit 2 before any load
     names, sides = [t.name for t in targets], sorted({t.side for t in targets})
     compose = [side for side in sides if read_record(harness.deploy_cfg.run_dir, side).mode == "compose"]

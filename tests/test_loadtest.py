@@ -237,6 +237,7 @@ def test_tune_measures_every_knob_point_in_every_repeat_and_leaves_the_choice_de
         done = run_module("loadtests", "tune", "--target", "tf-grpc", "--target", "torch-grpc", "--repeats", "2",
                           "--duration", "2", "--warmup", "0.5", "--users", "2", env=env)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert "[tune 1 of 12, " in done.stdout  # 3 points x 2 targets x 2 repeats, each announced
         document = json.loads(_written(done.stdout, "tune").read_text(encoding="utf-8"))
         summary.validate(document, "tune")
         assert document["method"]["order"] == [["tf-grpc", "torch-grpc"], ["torch-grpc", "tf-grpc"]]
