@@ -20,7 +20,7 @@ from pathlib import Path
 from common.errors import UsageError
 from common.schemas import schema_errors
 from common.spread import MIN_REPEATS, Spread, differ
-from common.targets import ordered
+from common.targets import ordered, target_named
 from report import fmt
 from report.doc import Bullets, Paragraph, Row, Section, Table
 from report.load import Loaded, Results, Source
@@ -210,6 +210,31 @@ def compare(baseline: Loaded, current: Loaded) -> list[Change]:
     return rows
 
 
+def in_process_reference(loaded: Loaded) -> dict[str, float]:
+    """Per framework, the in-process ceiling the run measured (calls/s, batch 1, on the servers' CPUs).
+
+    No server and no network: the machine's own pace. When it moved between two runs, the
+    servers' figures may have moved with it, whatever the servers did.
+    """
+    found = {}
+    for name, entry in loaded.data["targets"].items():
+        if entry.get("ceiling"):
+            found[target_named(name).side] = entry["ceiling"]["in_process_rps"]
+    return found
+
+
+def reference_line(baseline: Loaded, current: Loaded) -> str | None:
+    """'in-process ceiling ...: tf 1,420 -> 1,247 calls/s (-12.2%); ...' for the frameworks both runs measured."""
+    before, after = in_process_reference(baseline), in_process_reference(current)
+    sides = [side for side in ("tf", "torch") if side in before and side in after]
+    if not sides:
+        return None
+    changes = "; ".join(f"{side} {before[side]:,.0f} -> {after[side]:,.0f} calls/s "
+                        f"({(after[side] / before[side] - 1) * 100:+.1f}%)" for side in sides)
+    return (f"The machine's pace, the in-process ceiling (one measurement per run, no claim): {changes}. "
+            "Where it moved, the servers' figures may have moved with the machine.")
+
+
 def summary_line(rows: list[Change]) -> str:
     """'3 figures changed beyond the spread, 9 within it' and what could not be claimed or compared."""
     counts = Counter(row.outcome for row in rows)
@@ -344,6 +369,7 @@ def comparison_section(comparison: RunComparison) -> Section:
                   f"model and load (open-loop loads within {SAME_LOAD_TOLERANCE:.0%}); INVALID targets are shown "
                   "without a claim."),
         Paragraph(summary_line(comparison.rows) + "."),
+        *[Paragraph(line) for line in [reference_line(baseline, current)] if line],
         comparison_table(comparison))
     return section
 
@@ -357,5 +383,7 @@ def text_table(columns: list[str], rows: list[list[str]]) -> str:
 
 def comparison_text(comparison: RunComparison) -> str:
     """What `report --baseline` prints: both runs, the table, the summary line."""
+    reference = reference_line(comparison.baseline, comparison.current)
     return "\n".join([f"baseline {describe_run(comparison.baseline)}", f"current  {describe_run(comparison.current)}",
-                      text_table(COLUMNS, [cells(row) for row in comparison.rows]), summary_line(comparison.rows)])
+                      text_table(COLUMNS, [cells(row) for row in comparison.rows]), summary_line(comparison.rows),
+                      *([reference] if reference else [])])

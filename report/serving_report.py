@@ -139,7 +139,7 @@ def tune_table(tune: dict[str, Any], table_id: str = "knob-grid") -> Table:
     chosen = {name: kept[target_named(name).side] for name in targets}
     method = tune["method"]
     return Table(table_id, f"Server knobs tried by make tune {tune['run_id']}: closed loop, {method['users']} users, "
-                 f"every point in every repeat; {method['rule']}. The sweep ran with the chosen knobs.",
+                 f"{method['repeats']} repeats; {method['rule']}. The sweep ran with the chosen knobs.",
                  KNOB_COLUMNS, _knob_rows(targets, chosen))
 
 

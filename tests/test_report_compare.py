@@ -30,6 +30,7 @@ from report.compare import (
     WITHIN,
     compare,
     figures,
+    reference_line,
     summary_line,
 )
 from report.csv_export import all_tables
@@ -132,6 +133,21 @@ def test_a_change_beyond_the_spread_is_claimed_with_its_direction():
     assert (p99.outcome, p99.result) == (BEYOND, "beyond spread: worse")  # higher latency
     assert row_of(rows, "tf-rest", SATURATION).outcome == WITHIN  # the same figures
     assert summary_line(rows) == "2 figures changed beyond the spread, 2 within it"
+
+
+def test_the_in_process_ceilings_of_both_runs_show_the_machines_pace_beside_the_figures():
+    def with_ceilings(run_id: str, tf: float | None, torch: float) -> Loaded:
+        targets = {name: sweep_target([400, 405, 410], [650, 655, 660], [3.0, 3.1, 3.2], [9.0, 9.5, 10.0])
+                   for name in ("tf-rest", "torch-grpc")}
+        for name, calls in (("tf-rest", tf), ("torch-grpc", torch)):
+            targets[name]["ceiling"] = {"in_process_rps": calls, "fraction": 655 / calls} if calls else None
+        return sweep(run_id, targets, 400.0)
+
+    line = reference_line(with_ceilings("base", 1420.0, 863.0), with_ceilings("cur", 1247.0, 690.4))
+    assert "tf 1,420 -> 1,247 calls/s (-12.2%); torch 863 -> 690 calls/s (-20.0%)" in line
+    only_torch = reference_line(with_ceilings("base", None, 863.0), with_ceilings("cur", 1247.0, 863.0))
+    assert "tf" not in only_torch.split(": ", 1)[1] and "(+0.0%)" in only_torch  # a framework one run lacks: left out
+    assert reference_line(with_ceilings("base", None, 0.0), with_ceilings("cur", None, 0.0)) is None
 
 
 def test_overlapping_intervals_are_not_claimed_however_far_the_medians_move():
@@ -291,11 +307,12 @@ def test_cli_prints_the_comparison_and_the_report_shows_it(compared):
                                       "+0.0%", "within spread"]
     beyond = sum(row[5].startswith("beyond spread") for row in rows[1:])
     within = sum(row[5] == "within spread" for row in rows[1:])
-    assert f"{beyond} figure{'' if beyond == 1 else 's'} changed beyond the spread, {within} within it" in lines[-3]
+    assert f"{beyond} figure{'' if beyond == 1 else 's'} changed beyond the spread, {within} within it" in lines[-4]
+    assert lines[-3].startswith("The machine's pace, the in-process ceiling") and "tf 2,100 -> 2,100" in lines[-3]
     assert lines[-2:] == [f"written {out / 'index.html'}", f"written {out / 'report.md'}"]
     assert html_rows(out, "baseline-comparison") == rows[1:]
     markdown = (out / "report.md").read_text()
-    assert f"## Compared with baseline {BASELINE}" in markdown
+    assert f"## Compared with baseline {BASELINE}" in markdown and "The machine's pace" in markdown
     assert "| tf-grpc | SLO max req/s | 795.0 [780.0-800.0] n=3 | 890.0 [880.0-905.0] n=3 | +11.9% | beyond spread: " \
            "better |" in markdown
 
