@@ -10,7 +10,10 @@ measurement is also a run of its own with a summary.json under steps/):
    probe an open-loop run with Poisson arrivals long enough for its p99;
 5. the common load: the lowest SLO maximum any search of any target found;
    every target is loaded there `repeats` times for its p50 and p99;
-6. closed-loop runs at other batch sizes (once each: not a verdict figure).
+6. closed-loop runs at other batch sizes (once each: not a verdict figure);
+7. the in-process ceilings again: with step 2, the host's own pace at the start
+   and the end (`host_pace`). Two sweeps on this machine 20 minutes apart found
+   it 12-21 % apart; a sweep whose host moved that much says so.
 
 The servers keep the knobs they were deployed with throughout (no redeploys):
 `make tune` (loadtests/tune.py) chooses them beforehand, and the sweep records
@@ -261,6 +264,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
     knobs = {side: knob_record(sweep.deploy_cfg.run_dir, side, found[side]) for side in sides}
     closed = {name: runs[0] for name, runs in sweep.closed_loop(names, [found]).items()}
     results = _measure_targets(sweep, names, closed, found, ceilings)
+    pace = host_pace(ceilings, measure_ceilings(base, sides, plan.server_cpus, "at the end") if ceilings else {})
     common = common_load({name: Spread.from_json(r["slo_max"]) for name, r in results.items()})
     invalid = [f"{name}: no SLO maximum found" for name, r in results.items() if r["slo_max"] is None]
     invalid += [f"{name}: {reason}" for name, r in results.items() for reason in r["invalid_reasons"]]
@@ -271,7 +275,8 @@ def run_sweep(cfg: SweepConfig) -> dict:
                            "spread": "median [min-max] over the repeats",
                            "order": [repeats.rotated(names, r) for r in range(base.repeats)]},
                 "environment": runner.environment_record(plan, base), "calibration": calibration,
-                "common_load_rps": common, "targets": results, "valid": not invalid, "invalid_reasons": invalid}
+                "common_load_rps": common, "host_pace": pace, "targets": results, "valid": not invalid,
+                "invalid_reasons": invalid}
     summary.write(sweep.dir / "sweep.json", document, "sweep")
     print(sweep_table(document))
     print(f"sweep: {sweep.dir / 'sweep.json'}")
@@ -286,13 +291,31 @@ def knob_record(run_dir: Path, side: str, running: dict) -> dict:
     return record
 
 
-def measure_ceilings(base: RunConfig, sides: list[str], server_cpus: list[int] | None) -> dict[str, dict]:
+def measure_ceilings(base: RunConfig, sides: list[str], server_cpus: list[int] | None,
+                     when: str = "") -> dict[str, dict]:
     """The in-process ceiling of each framework at batch 1, on the servers' CPUs."""
     ceilings = {}
     for side in sides:
         ceilings[side] = runner.measure_ceiling(dataclasses.replace(base, batch_size=1), side, server_cpus)
-        print(f"  {side}: in-process ceiling {ceilings[side]['calls_per_s']:.0f} calls/s at batch 1", flush=True)
+        print(f"  {side}: in-process ceiling {ceilings[side]['calls_per_s']:.0f} calls/s at batch 1"
+              f"{' ' + when if when else ''}", flush=True)
     return ceilings
+
+
+def host_pace(start: dict[str, dict], end: dict[str, dict]) -> dict[str, dict] | None:
+    """Per framework, the in-process ceiling at the sweep's start and end, and its change (None: not measured).
+
+    The same program on the same CPUs, with no server and no network: when it moved, the host
+    did, and every figure measured between the two may have moved with it.
+    """
+    if not start or not end:
+        return None
+    pace = {side: {"start_calls_per_s": start[side]["calls_per_s"], "end_calls_per_s": end[side]["calls_per_s"],
+                   "change": end[side]["calls_per_s"] / start[side]["calls_per_s"] - 1.0} for side in start}
+    for side, figures in pace.items():
+        print(f"  {side}: host pace {figures['change']:+.1%} from the start of the sweep to its end "
+              "(in-process ceiling)", flush=True)
+    return pace
 
 
 def _planned(cfg: SweepConfig, targets: int) -> int:

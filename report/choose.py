@@ -10,6 +10,7 @@ from report.load import Loaded, Results
 from report.verdict import TargetRow, Verdict, highest_throughput, lowest_latency
 
 GENERATOR_LIMIT_SHARE = 0.8  # a target above this share of the generator's own ceiling may be measuring it
+HOST_PACE_NOTICE = 0.05  # a host whose in-process ceiling moved this much during a sweep gets a caveat
 
 
 NO_CLAIM = ("no measurable difference on this machine between {a} ({fa}) and {b} ({fb}): "
@@ -126,6 +127,17 @@ def _generator_caveats(verdict: Verdict) -> list[str]:
     return lines
 
 
+def _host_caveats(verdict: Verdict) -> list[str]:
+    """The host's own pace moved during the sweep: differences of that size may be the host's, not the servers'."""
+    pace = verdict.loaded.data.get("host_pace") if verdict.mode == "sweep" else None
+    moved = {side: f["change"] for side, f in sorted((pace or {}).items()) if abs(f["change"]) >= HOST_PACE_NOTICE}
+    if not moved:
+        return []
+    changes = ", ".join(f"{side} {change:+.0%}" for side, change in moved.items())
+    return [f"The host itself moved during the sweep (in-process ceiling from start to end: {changes}): figures "
+            "measured at different times may differ by that much because of the host, not the servers."]
+
+
 def _validity_caveats(verdict: Verdict) -> list[str]:
     invalid = [r for r in verdict.rows if not r.valid]
     lines = [f"Excluded from every winner above: {r.target} is INVALID ({'; '.join(r.reasons)})." for r in invalid]
@@ -157,6 +169,7 @@ def choose_section(results: Results, verdict: Verdict | None, training_lines: li
     advice += ([framework] if framework else []) + [_edge_advice(results.edge)] + training_lines
     section.add(Bullets(advice))
     caveats = (_validity_caveats(verdict) + _server_caveats(verdict) + _generator_caveats(verdict)
+               + _host_caveats(verdict)
                if verdict else []) + _edge_caveats(results.edge)
     if verdict is not None and verdict.mode != "sweep":
         caveats.append("No SLO sweep: the serving advice rests on one load-test run at one load.")

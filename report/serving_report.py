@@ -190,6 +190,17 @@ def _sweep_server_side(targets: dict[str, Any]) -> Table:
                               for target, entry in targets.items() for run in entry["saturation_runs"]], "sweep")
 
 
+def host_pace_text(pace: dict[str, Any] | None) -> str:
+    """The in-process ceilings at the sweep's start and end: how much the host itself moved meanwhile."""
+    if not pace:
+        return ("Host pace: not recorded (the sweep measured no in-process ceiling at its end), so a change of the "
+                "host during the sweep cannot be told from a change of the servers.")
+    moves = "; ".join(f"{side} {figures['start_calls_per_s']:,.0f} -> {figures['end_calls_per_s']:,.0f} calls/s "
+                      f"({figures['change']:+.1%})" for side, figures in sorted(pace.items()))
+    return (f"Host pace, the in-process ceiling at the sweep's start and end (the same program on the servers' CPUs, "
+            f"no server, no network): {moves}.")
+
+
 def _knob_rule(method: dict[str, Any]) -> str:
     """Which knobs the servers ran with and who chose them (older sweeps chose them themselves)."""
     if method.get("knobs"):
@@ -228,7 +239,8 @@ def sweep_section(results: Results, verdict: Verdict | None) -> Section:
     section.add(Paragraph(_method(sweep)), Paragraph(
         f"Generator ceiling on this machine (trivial local endpoints, {calibration['users']} users): "
         f"REST {fmt.rps(calibration['rest_rps'])} req/s, gRPC {fmt.rps(calibration['grpc_rps'])} req/s. "
-        f"A target near these figures measures the generator, not the server."))
+        f"A target near these figures measures the generator, not the server."),
+        Paragraph(host_pace_text(sweep.get("host_pace"))))
     footer = figure_footer(loaded, servers)
     invalid, common = (verdict.invalid_targets, verdict.common_load) if verdict else (set(), None)
     section.add(

@@ -228,6 +228,7 @@ def test_a_quick_sweep_finds_the_slo_maximum_by_search_in_three_repeats(deployed
         at_load = result["at_common_load"]
         assert at_load["offered_rps"] == common and len(at_load["p50_ms"]["values"]) == 3
     assert document["calibration"]["rest_rps"] > 0 and document["calibration"]["grpc_rps"] > 0
+    assert document["host_pace"] is None  # --no-ceiling: no in-process ceiling at either end
 
 
 def test_tune_measures_every_knob_point_in_every_repeat_and_leaves_the_choice_deployed(deployed):

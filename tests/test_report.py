@@ -178,6 +178,25 @@ def test_a_sweep_names_the_tuning_that_chose_its_knobs_and_the_report_shows_that
     assert "not under results/: 20250301-110000-tune" in (tmp_path / "report2" / "report.md").read_text()
 
 
+def test_the_hosts_pace_during_a_sweep_is_shown_and_a_large_move_is_a_caveat(tmp_path):
+    root = tmp_path / "artifacts"
+    shutil.copytree(FIXTURES, root)
+    sweep = json.loads((root / SWEEP).read_text())
+    sweep["host_pace"] = {"tf": {"start_calls_per_s": 1420.0, "end_calls_per_s": 1247.0, "change": 1247 / 1420 - 1},
+                          "torch": {"start_calls_per_s": 863.0, "end_calls_per_s": 860.0, "change": 860 / 863 - 1}}
+    assert schema_errors(sweep, "sweep") == []
+    (root / SWEEP).write_text(json.dumps(sweep))
+    write_report(build_document(load_results(root)), tmp_path / "moved")
+    text = (tmp_path / "moved" / "report.md").read_text()
+    assert "tf 1,420 -> 1,247 calls/s (-12.2%); torch 863 -> 860 calls/s (-0.3%)" in text
+    assert "The host itself moved during the sweep (in-process ceiling from start to end: tf -12%)" in text
+    sweep["host_pace"]["tf"].update(end_calls_per_s=1400.0, change=1400 / 1420 - 1)  # within 5%: shown, no caveat
+    (root / SWEEP).write_text(json.dumps(sweep))
+    write_report(build_document(load_results(root)), tmp_path / "steady")
+    text = (tmp_path / "steady" / "report.md").read_text()
+    assert "tf 1,420 -> 1,400 calls/s (-1.4%)" in text and "The host itself moved" not in text
+
+
 def test_fixture_sweep_holds_only_what_the_writer_computes():
     sweep = json.loads((FIXTURES / SWEEP).read_text())
     target_keys = set(schema("sweep")["properties"]["targets"]["additionalProperties"]["required"])
