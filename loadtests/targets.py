@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -87,8 +88,24 @@ def resolve_targets(names: tuple[str, ...], cfg: DeployConfig, host: str) -> lis
             raise UsageError(f"{name}: the deployed model is {record.model!r}, not {cfg.model!r}; "
                              f"set MODEL or redeploy")
         token = (token_for(cfg, name) or "") if spec.needs_token else ""
+        if token and record.key_file:
+            check_token_fresh(Path(record.key_file), name)
         targets.append(Target(name, host, port, server_record(record), token, record=record))
     return targets
+
+
+def check_token_fresh(key_file: Path, name: str, now: datetime | None = None) -> None:
+    """A UsageError when TorchServe's inference token has expired: every request would be refused."""
+    from serving.torch.server import token_expiry
+
+    try:
+        expiry = token_expiry(key_file)
+    except (OSError, KeyError, ValueError):
+        return  # a key file without an expiration time: the server decides, and a refusal shows as failures
+    if expiry <= (now or datetime.now(UTC)):
+        raise UsageError(f"{name}: TorchServe's inference token expired at {expiry:%Y-%m-%d %H:%M} UTC and every "
+                         "request would be refused; redeploy (make deploy-torch; TS_TOKEN_EXPIRATION_MIN sets how "
+                         "long tokens last)")
 
 
 

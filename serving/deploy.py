@@ -46,7 +46,7 @@ from serving.record import (
     write_record,
 )
 from serving.tf.dropin import SERVER_IDENTITY as DROPIN_IDENTITY
-from serving.torch.server import ServerError, TorchServe, TorchServeConfig, read_keys
+from serving.torch.server import ServerError, TorchServe, TorchServeConfig, read_keys, token_expiry
 
 
 def _check_ports_free(ports: dict[str, int]) -> None:
@@ -336,8 +336,8 @@ def torchserve_config(cfg: DeployConfig) -> TorchServeConfig:
         host=cfg.host, inference_port=cfg.ts_inference_port, management_port=cfg.ts_management_port,
         metrics_port=cfg.ts_metrics_port, grpc_inference_port=cfg.ts_grpc_port,
         grpc_management_port=cfg.ts_grpc_management_port, workers=cfg.ts_workers, batch_size=cfg.ts_batch_size,
-        max_batch_delay_ms=cfg.ts_max_batch_delay_ms, token_auth=cfg.ts_token_auth, cpus=cfg.server_cpus,
-        threads=cfg.server_thread_count)
+        max_batch_delay_ms=cfg.ts_max_batch_delay_ms, token_auth=cfg.ts_token_auth,
+        token_expiration_min=cfg.ts_token_expiration_min, cpus=cfg.server_cpus, threads=cfg.server_thread_count)
 
 
 def choose_torch_server(cfg: DeployConfig) -> str:
@@ -401,6 +401,10 @@ def deploy_torch(cfg: DeployConfig) -> DeployRecord:
     record = _record_cold_start(cfg, record, reference, "torch-rest", begun, token)
     print(f"deploy-torch: ready in {record.cold_start_s:.1f} s (start to first correct REST answer): "
           f"REST 127.0.0.1:{ts_cfg.inference_port}, gRPC 127.0.0.1:{ts_cfg.grpc_inference_port}", flush=True)
+    if cfg.ts_token_auth:
+        expiry = token_expiry(ts_cfg.key_file).strftime("%Y-%m-%d %H:%M UTC")
+        print(f"deploy-torch: its tokens expire at {expiry}; every request is refused after that until the next "
+              "deploy (TS_TOKEN_EXPIRATION_MIN sets the minutes)", flush=True)
     return record
 
 

@@ -119,6 +119,9 @@ def test_torchserve_config_carries_thread_counts_for_the_cpu_set(tmp_path):
     assert ts_cfg.thread_environment() == {"OMP_NUM_THREADS": "4", "MKL_NUM_THREADS": "4", "TS_TORCH_THREADS": "4"}
     assert not any(line.startswith(("number_of_netty_threads", "vmargs")) for line in
                    dataclasses.replace(ts_cfg, threads=None).properties().splitlines())
+    assert "token_expiration_min=1440" in lines  # a day: TorchServe's own hour ends long runs half-way
+    assert not any(line.startswith("token_expiration_min") for line in
+                   dataclasses.replace(ts_cfg, token_auth=False).properties().splitlines())
 
 
 def test_the_results_server_object_carries_cold_start_and_threads_and_fits_the_schema():

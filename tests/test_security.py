@@ -20,12 +20,14 @@ import subprocess
 import threading
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
 import psutil
 import pytest
 
+from common.errors import UsageError
 from common.paths import REPO_ROOT
 from common.reference import load_reference
 from loadtests.server_stats import group_members
@@ -33,7 +35,7 @@ from serving.clients import make_client
 from serving.record import load_record
 from serving.torch import protos
 from serving.torch.management import Management, ManagementError
-from serving.torch.server import mar_with_version, read_keys
+from serving.torch.server import mar_with_version, read_keys, token_expiry
 from tests.conftest import run_module
 
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1"}  # the JVM may bind IPv4 loopback as an IPv4-mapped IPv6 socket
@@ -300,6 +302,27 @@ def test_the_token_file_is_written_at_deploy_time_private_and_git_ignored(torch_
     default = Path("artifacts/run/torchserve/key_file.json")  # where `make deploy` puts it in the repository
     done = subprocess.run(["git", "check-ignore", "-q", str(default)], cwd=REPO_ROOT)
     assert done.returncode == 0, f"{default} is not git-ignored (or is tracked)"
+
+
+def test_tokens_last_a_day_not_torchserves_hour_and_an_expired_one_stops_a_load_test_before_it_starts(
+        torch_record, tmp_path):
+    from loadtests.targets import check_token_fresh
+
+    # TorchServe's default is 60 minutes, after which it refuses every request: a sweep begun 50 minutes
+    # after deploy failed half-way with every TorchServe request refused (refused_token, PERMISSION_DENIED)
+    key_file = Path(torch_record.key_file)
+    written = datetime.fromtimestamp(key_file.stat().st_mtime, UTC)
+    for api in ("inference", "management"):
+        assert token_expiry(key_file, api) - written == pytest.approx(timedelta(minutes=24 * 60), abs=timedelta(
+            minutes=2)), api
+    check_token_fresh(key_file, "torch-rest")  # fresh: no error
+    with pytest.raises(UsageError, match=r"torch-rest: TorchServe's inference token expired at .* redeploy"):
+        check_token_fresh(key_file, "torch-rest", now=token_expiry(key_file) + timedelta(seconds=1))
+    stale = tmp_path / "key_file.json"  # as TorchServe writes it: nanoseconds and a Z
+    stale.write_text(json.dumps({"inference": {"key": "k", "expiration time": "2026-12-07T02:02:56.594360467Z"}}))
+    assert token_expiry(stale) == datetime(2026, 12, 7, 2, 2, 56, 594360, tzinfo=UTC)
+    with pytest.raises(UsageError, match="expired at 2026-12-07 02:02 UTC"):
+        check_token_fresh(stale, "torch-grpc")
 
 
 def test_no_token_appears_in_deploys_output_logs_records_or_results(deployed, artifacts, torch_record, keys):

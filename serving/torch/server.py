@@ -18,6 +18,7 @@ import sys
 import time
 import zipfile
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from common.procs import free_port, log_tail, start_group, stop_group, wait_http_ok
@@ -44,6 +45,7 @@ class TorchServeConfig:
     max_batch_delay_ms: int = 5
     response_timeout_s: int = 120
     token_auth: bool = True
+    token_expiration_min: int = 24 * 60  # TorchServe's own default is 60: every request refused after an hour
     cpus: list[int] | None = None  # pinned at start, so the worker's thread pools are sized for these CPUs
     threads: int | None = None  # every thread pool's size (the CPUs it runs on); None: TorchServe's own defaults
     max_request_bytes: int = 64 * 1024 * 1024
@@ -79,6 +81,7 @@ class TorchServeConfig:
             # registering and unregistering models, behind the management token; allowed_urls keeps it to the store
             "enable_model_api": "true" if self.token_auth else "false",
             "disable_token_authorization": "false" if self.token_auth else "true",
+            **({"token_expiration_min": str(self.token_expiration_min)} if self.token_auth else {}),
             "default_workers_per_model": str(self.workers),
             "max_request_size": str(self.max_request_bytes),
             "max_response_size": str(self.max_request_bytes),
@@ -158,6 +161,14 @@ def read_keys(key_file: Path) -> dict[str, str]:
     """The tokens TorchServe wrote: {'inference': ..., 'management': ..., 'API': ...}."""
     data = json.loads(key_file.read_text(encoding="utf-8"))
     return {api: entry["key"] for api, entry in data.items()}
+
+
+def token_expiry(key_file: Path, api: str = "inference") -> datetime:
+    """When TorchServe stops accepting the `api` token in its key file (its 'expiration time', UTC)."""
+    data = json.loads(key_file.read_text(encoding="utf-8"))
+    stamp = data[api]["expiration time"]  # ISO 8601 with nanoseconds and a Z: datetime takes microseconds
+    whole, _, fraction = stamp.rstrip("Z").partition(".")
+    return datetime.fromisoformat(f"{whole}.{(fraction or '0')[:6]}+00:00")
 
 
 def _torchserve_binary() -> str:
