@@ -12,8 +12,8 @@ measurement is also a run of its own with a summary.json under steps/):
    every target is loaded there `repeats` times for its p50 and p99;
 6. closed-loop runs at other batch sizes (once each: not a verdict figure);
 7. the in-process ceilings again: with step 2, the host's own pace at the start
-   and the end (`host_pace`). Two sweeps on this machine 20 minutes apart found
-   it 12-21 % apart; a sweep whose host moved that much says so.
+   and the end (`host_pace`). On the 2-core development machine it fell 11-14 %
+   within a sweep, twice; a sweep whose host moved says so.
 
 The servers keep the knobs they were deployed with throughout (no redeploys):
 `make tune` (loadtests/tune.py) chooses them beforehand, and the sweep records

@@ -196,6 +196,7 @@ def _grid_rows(runs: list[list[dict]], points: list[dict[str, dict]], side: str)
 def _record_choice(run_dir: Path, run_id: str, chosen: dict[str, dict]) -> None:
     """artifacts/run/tuned.json: which tuning chose the knobs the servers now run with (read by the sweep)."""
     path = run_dir / TUNED_FILE
-    record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}  # a side not tuned now keeps its
+    # a side this run did not tune keeps the entry of the run that did
+    record = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     record.update({side: {"run_id": run_id, "knobs": shown_knobs(knobs)} for side, knobs in chosen.items()})
     path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -229,8 +229,7 @@ def reference_line(baseline: Loaded, current: Loaded) -> str | None:
     sides = [side for side in ("tf", "torch") if side in before and side in after]
     if not sides:
         return None
-    changes = "; ".join(f"{side} {before[side]:,.0f} -> {after[side]:,.0f} calls/s "
-                        f"({(after[side] / before[side] - 1) * 100:+.1f}%)" for side in sides)
+    changes = "; ".join(fmt.pace(side, before[side], after[side]) for side in sides)
     return (f"The machine's pace, the in-process ceiling (one measurement per run, no claim): {changes}. "
             "Where it moved, the servers' figures may have moved with the machine.")
 

@@ -195,8 +195,8 @@ def host_pace_text(pace: dict[str, Any] | None) -> str:
     if not pace:
         return ("Host pace: not recorded (the sweep measured no in-process ceiling at its end), so a change of the "
                 "host during the sweep cannot be told from a change of the servers.")
-    moves = "; ".join(f"{side} {figures['start_calls_per_s']:,.0f} -> {figures['end_calls_per_s']:,.0f} calls/s "
-                      f"({figures['change']:+.1%})" for side, figures in sorted(pace.items()))
+    moves = "; ".join(fmt.pace(side, figures["start_calls_per_s"], figures["end_calls_per_s"])
+                      for side, figures in sorted(pace.items()))
     return (f"Host pace, the in-process ceiling at the sweep's start and end (the same program on the servers' CPUs, "
             f"no server, no network): {moves}.")
 

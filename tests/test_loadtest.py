@@ -29,7 +29,7 @@ from loadtests.config import RunConfig
 from loadtests.pinning import plan_cpus
 from loadtests.repeats import rotated
 from loadtests.search import search_slo_max
-from loadtests.sweep import TUNED_FILE, current_knobs, shown_knobs, tuned_by
+from loadtests.sweep import TUNED_FILE, current_knobs, host_pace, shown_knobs, tuned_by
 from loadtests.tune import GRIDS, choose_point, throughput_sums
 from serving.config import DeployConfig
 from serving.record import DeployRecord, TfKnobs, TorchKnobs, write_record
@@ -365,6 +365,15 @@ def test_a_later_knob_point_is_chosen_only_when_it_beats_the_simpler_one_beyond_
     runs["tf-grpc"][1][2] = _closed(210, valid=False)
     assert throughput_sums(runs, ["tf-rest", "tf-grpc"])[1] is None
     assert choose_point([None, Spread.of([1, 1, 1]), None]) == 1
+
+
+def test_the_hosts_pace_is_the_change_of_each_frameworks_in_process_ceiling_from_start_to_end():
+    start = {"tf": {"calls_per_s": 1525.0}, "torch": {"calls_per_s": 926.0}}
+    end = {"tf": {"calls_per_s": 1308.5}, "torch": {"calls_per_s": 926.0}}
+    pace = host_pace(start, end)
+    assert pace["tf"] == {"start_calls_per_s": 1525.0, "end_calls_per_s": 1308.5, "change": 1308.5 / 1525.0 - 1}
+    assert pace["torch"]["change"] == 0.0
+    assert host_pace({}, {}) is None  # --no-ceiling: nothing measured, nothing claimed
 
 
 def test_the_slo_search_brackets_then_bisects_to_within_the_tolerance():
