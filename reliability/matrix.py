@@ -114,6 +114,13 @@ KNOWN: tuple[Known, ...] = (
           "as tensorflow_model_server: TF Serving feeds the tensor to Session::Run without checking it against the "
           "signature's shape, and this model (convolutions, global average pooling) computes an answer "
           "for any height and width; a wrong rank or channel count fails in the graph (INVALID_ARGUMENT)"),
+    Known("tf-rest", frozenset({"nan", "infinity"}), frozenset({"http 200"}),
+          "as tensorflow_model_server: TF Serving's JSON reader takes NaN and Infinity in a float tensor "
+          "(json_tensor: rapidjson's kParseNanAndInfFlag; json_tensor_test MultipleNamedTensor) and the model runs "
+          "on them; the predictions come back with NaN, written as TF Serving writes it. 1e999 is refused (400)"),
+    Known("tf-grpc", frozenset({"nan", "infinity"}), frozenset({"grpc OK"}),
+          "as tensorflow_model_server: a float_val may hold NaN or infinity and TF Serving runs the model on it; "
+          "the outputs hold NaN"),
     Known("tf-grpc", frozenset({"empty-batch"}), frozenset({"grpc OK"}),
           "as tensorflow_model_server: a tensor of 0 images runs and answers 0 rows (its batching checks that "
           "inputs have a batch dimension, ComputeTensorBatchSize, not that it is above 0); over REST an empty "

@@ -128,13 +128,29 @@ model_config_list {
   config { name: "a" base_path: "/models/a" model_platform: "tensorflow"
            model_version_policy { specific { versions: 1 versions: 2 } }
            version_labels { key: "stable" value: 1 } }
-  config { name: "b" base_path: "/models/b" }
+  config { name: "b" base_path: "/models/b" model_type: TENSORFLOW }
 }""")
     a, b = parse_model_config_file(config)
     assert (a.name, a.policy, a.versions, a.labels) == ("a", "specific", (1, 2), {"stable": 1})
     assert (b.name, b.policy, b.num_versions) == ("b", "latest", 1)
     config.write_text("model_config_list { config { name: 'a' base_pathx: '/x' } }")
-    with pytest.raises(StartupError, match="cannot read --model_config_file"):
+    with pytest.raises(StartupError, match="Error parsing text-format tensorflow.serving.ModelServerConfig"):
+        parse_model_config_file(config)
+
+
+@pytest.mark.parametrize(("entries", "words"), [
+    ('config { name: "a" base_path: "/m/a" }', "Illegal setting neither ModelServerConfig::model_type"),
+    ('config { name: "a" base_path: "/m/a" model_platform: "pytorch" }', "Model a requests unsupported platform"),
+    ('config { name: "a" base_path: "/m/a" model_platform: "tensorflow" model_type: TENSORFLOW }',
+     "Illegal setting both"),
+    ('config { name: "a" base_path: "m/a" model_platform: "tensorflow" }', "to have an absolute path or URI"),
+    ('config { name: "a" base_path: "/m/a" model_platform: "tensorflow" } '
+     'config { name: "a" base_path: "/m/b" model_platform: "tensorflow" }', "Illegal to list model a multiple times"),
+])
+def test_a_model_config_tf_serving_refuses_is_refused_in_its_words(tmp_path, entries, words):
+    config = tmp_path / "models.config"
+    config.write_text(f"model_config_list {{ {entries} }}")
+    with pytest.raises(StartupError, match=re.escape(words)):
         parse_model_config_file(config)
 
 

@@ -16,7 +16,6 @@ from tensorflow_serving.apis import (
     get_model_status_pb2,
     inference_pb2,
     input_pb2,
-    model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
@@ -233,6 +232,14 @@ def _with_nan(request):
     request.inputs["images"].CopyFrom(tf.make_tensor_proto(images))
 
 
+def test_nan_inputs_run_as_on_tf_serving(predictions, expected):
+    request = _predict_request()
+    _with_nan(request)
+    outputs = tf.make_ndarray(predictions.Predict(request, timeout=TIMEOUT).outputs["probabilities"])
+    assert np.isnan(outputs[0]).all() and np.isfinite(outputs[1:]).all()  # only the image holding NaN
+    _assert_still_serving(predictions, expected)
+
+
 def _wrong_shape(request):  # three channels where the first convolution has one: TensorFlow refuses it
     request.inputs["images"].CopyFrom(tf.make_tensor_proto(np.zeros((4, 32, 32, 3), np.float32)))
 
@@ -250,7 +257,7 @@ def _unknown_signature(request):
     request.model_spec.signature_name = "nope"
 
 
-@pytest.mark.parametrize("spoil", [_wrong_shape, _wrong_key, _with_nan, _as_string, _as_double, _malformed, _huge,
+@pytest.mark.parametrize("spoil", [_wrong_shape, _wrong_key, _as_string, _as_double, _malformed, _huge,
                                    _no_name, _unknown_signature])
 def test_bad_predict_is_invalid_argument_and_the_server_keeps_serving(predictions, expected, spoil):
     request = _predict_request()
@@ -398,12 +405,6 @@ def test_multi_inference_runs_classify_and_regress_on_the_same_examples(predicti
 def test_multi_inference_refuses_what_tf_serving_refuses(predictions, expected, request_, status, words):
     code, details = _code(predictions.MultiInference, request_)
     assert code == status and words in details, details
-    _assert_still_serving(predictions, expected)
-
-
-def test_config_reload_is_unimplemented(predictions, models, expected):
-    code, details = _code(models.HandleReloadConfigRequest, model_management_pb2.ReloadConfigRequest())
-    assert code == grpc.StatusCode.UNIMPLEMENTED and "--model_config_file_poll_wait_seconds" in details
     _assert_still_serving(predictions, expected)
 
 

@@ -191,7 +191,7 @@ BAD_REQUESTS = [
     ("POST", "/v1/models/tiny:predict", {"instances": [[1.0, 2.0, 3.0]]}, 400, "shape"),
     ("POST", "/v1/models/tiny:predict", {"instances": [[[["a"]] * 32] * 32]}, 400, "expects DT_FLOAT"),
     ("POST", "/v1/models/tiny:predict", {"instances": [[[[True]] * 32] * 32]}, 400, "booleans"),
-    ("POST", "/v1/models/tiny:predict", NAN_BODY.encode(), 400, "NaN"),
+    ("POST", "/v1/models/tiny:predict", NAN_BODY.replace("NaN", "1e999").encode(), 400, "Number too big"),
     ("POST", "/v1/models/tiny:predict", {"instances": []}, 400, "No values in 'instances'"),
     ("POST", "/v1/models/tiny:predict", {"instances": [[[[0.0]] * 32] * 32, [[[0.0]] * 31]]}, 400, "rectangular"),
     ("POST", "/v1/models/tiny:predict", {"instances": [[1]], "inputs": [[1]]}, 400, "only one of"),
@@ -219,6 +219,21 @@ BAD_REQUESTS = [
     ("POST", "/v1/models/tiny", {"instances": [[1]]}, 405, "use GET"),
     ("DELETE", "/v1/models/tiny/metadata", None, 405, "use GET"),
 ]
+
+
+def test_nan_and_infinity_run_and_come_back_as_tf_serving_writes_them(server, references):
+    """TF Serving's JSON reader takes NaN and Infinity and the model runs on them; its writer answers NaN, Infinity
+    and -Infinity, where orjson alone would write null."""
+    status, _, data = _call(server.port, "POST", "/v1/models/tiny:predict", NAN_BODY.encode())
+    assert status == 200, data
+    assert b"NaN" in data and b"null" not in data
+    predictions = np.array(json.loads(data)["predictions"])  # Python's json reads the NaN token
+    assert predictions.shape == (1, *references[2].shape[1:]) and np.isnan(predictions).all()
+    body = json.dumps({"instances": IMAGES[:1].tolist()}).replace(json.dumps(float(IMAGES[0, 0, 1, 0])),
+                                                                  "-Infinity", 1)
+    status, _, data = _call(server.port, "POST", "/v1/models/tiny:predict", body.encode())
+    assert status == 200 and b"null" not in data, data
+    _assert_still_serving(server.port, references)
 
 
 @pytest.mark.parametrize(("method", "path", "body", "expected", "words"), BAD_REQUESTS,

@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
     inference_pb2,
+    model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
@@ -34,7 +36,13 @@ from tensorflow_serving.apis import (
 
 from common.paths import REPO_ROOT
 from common.procs import free_port, log_tail, start_group, stop_group, wait_http_ok
+from serving.tf.dropin.config import ModelConfig
+from serving.tf.dropin.core import DropInCore
+from serving.tf.dropin.flags import parse_flags
+from serving.tf.dropin.grpc_api import parse_channel_arguments, serve_grpc
+from serving.tf.dropin.server import build_core
 from tests import tf_serving_models as models
+from tests.conftest import run_module
 
 RPC_TIMEOUT = 20.0
 VERSION = 123
@@ -63,11 +71,23 @@ class Server:
         stop_group(self.process.pid)
 
 
-def _config(entries: dict[str, Path]) -> str:
-    """A ModelServerConfig as TF Serving's good_model_config.txt writes it."""
-    blocks = [f'  config: {{\n    name: "{name}",\n    base_path: "{path}",\n    model_platform: "tensorflow"\n  }}'
-              for name, path in entries.items()]
+def _config(entries: dict[str, Path], labels: dict[str, dict[str, int]] | None = None) -> str:
+    """A ModelServerConfig as TF Serving's good_model_config.txt writes it (with version_labels, if given)."""
+    blocks = []
+    for name, path in entries.items():
+        label_lines = "".join(f'\n    version_labels {{ key: "{label}" value: {version} }}'
+                              for label, version in (labels or {}).get(name, {}).items())
+        blocks.append(f'  config: {{\n    name: "{name}",\n    base_path: "{path}",\n    model_platform: "tensorflow"'
+                      f'{label_lines}\n  }}')
     return "model_config_list: {\n" + ",\n".join(blocks) + "\n}\n"
+
+
+def _config_list(entries: dict[str, Path], labels: dict[str, dict[str, int]] | None = None):
+    """The same list as a ModelServerConfig proto, for HandleReloadConfigRequest."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    return text_format.Parse(_config(entries, labels), model_server_config_pb2.ModelServerConfig())
 
 
 @pytest.fixture(scope="module")
@@ -320,3 +340,175 @@ def test_predict_on_tflite_without_signature_def(tflite_models):
     (input_key,), (output_key,) = signature["inputs"], signature["outputs"]
     assert _predict(tflite_models.grpc, "without_sigdef", specify_output=False, batch_input=True,
                     input_key=input_key, output_key=output_key) == 3.0
+
+
+# -- model config reload: testModelConfigReload, testModelConfigReloadWithZeroPollPeriod, HandleReloadConfigRequest -
+
+def _serves(address: str, model: str, expected: float, within_s: float = 30.0) -> bool:
+    """Whether `model` answers `expected` within the time (a config poll, then a load, come first)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            return _predict(address, model, specify_output=False) == expected
+        except grpc.RpcError:
+            time.sleep(0.2)
+    return False
+
+
+@pytest.fixture(scope="module")
+def reload_models(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tf-serving-reload-models")
+    return {"half_plus_two": models.half_plus_n_tf1(root / "saved_model_half_plus_two_cpu"),
+            "half_plus_three": models.half_plus_n_tf1(root / "saved_model_half_plus_three", add=3.0)}
+
+
+def _config_server(root: Path, paths: dict[str, Path], *flags: str) -> tuple[Server, Path]:
+    config = root / "model_config.txt"
+    config.write_text(_config({"half_plus_two": paths["half_plus_two"]}))
+    server = Server(root, "reload", [f"--model_config_file={config}", *flags])
+    server.wait_ready("half_plus_two")
+    return server, config
+
+
+@pytest.fixture
+def reloading(tmp_path, reload_models):
+    """A drop-in re-reading its model config file every second, as testModelConfigReload starts it."""
+    server, config = _config_server(tmp_path, reload_models, "--model_config_file_poll_wait_seconds=1")
+    yield server, config, reload_models
+    server.stop()
+
+
+@pytest.fixture
+def reloadable(tmp_path, reload_models):
+    """A drop-in whose config changes only by HandleReloadConfigRequest (no file poll to undo it)."""
+    server, _ = _config_server(tmp_path, reload_models)
+    yield server, reload_models
+    server.stop()
+
+
+def test_model_config_reload(reloading):
+    """The file rewritten to serve half_plus_three is served after a poll; a file that no longer parses is logged
+    and the current models keep serving."""
+    server, config, paths = reloading
+    assert _predict(server.grpc, "half_plus_two", specify_output=False) == 3.0
+    config.write_text(_config({"half_plus_three": paths["half_plus_three"]}))
+    assert _serves(server.grpc, "half_plus_three", 4.0)
+    config.write_text("model_config_list: { config: { name: ")
+    time.sleep(2.5)
+    assert _predict(server.grpc, "half_plus_three", specify_output=False) == 4.0
+    assert "failed to reload the model config" in server.log.read_text()
+    config.write_text(_config({"half_plus_two": paths["half_plus_two"]}))
+    assert _serves(server.grpc, "half_plus_two", 3.0)
+
+
+def _reload(address: str, config, metric_names: tuple[str, ...] = ()):
+    request = model_management_pb2.ReloadConfigRequest(metric_names=list(metric_names))
+    request.config.CopyFrom(config)
+    return model_service_pb2_grpc.ModelServiceStub(grpc.insecure_channel(address)).HandleReloadConfigRequest(
+        request, RPC_TIMEOUT)
+
+
+def _reload_error(address: str, config) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as caught:
+        _reload(address, config)
+    return caught.value.code(), caught.value.details()
+
+
+def test_handle_reload_config_request(reloadable, tmp_path):
+    """TF Serving's ModelService.HandleReloadConfigRequest: the answer comes once new models serve; models left out
+    are unloaded; a label may only name a serving version; what ServerCore refuses is refused, and nothing changes."""
+    server, paths = reloadable
+    both = {"half_plus_two": paths["half_plus_two"], "half_plus_three": paths["half_plus_three"]}
+    response = _reload(server.grpc, _config_list(both), metric_names=("/tensorflow/serving/load_count",))
+    assert response.status.error_code == 0 and [m.name for m in response.metric] == ["/tensorflow/serving/load_count"]
+    assert _predict(server.grpc, "half_plus_three", specify_output=False) == 4.0  # at once: no wait needed
+
+    labelled = _config_list(both, {"half_plus_three": {"stable": VERSION}})
+    assert _reload(server.grpc, labelled).status.error_code == 0
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name, request.model_spec.version_label = "half_plus_three", "stable"
+    request.inputs["x"].CopyFrom(_float_input(2.0))
+    assert _stub(server.grpc).Predict(request, RPC_TIMEOUT).outputs["y"].float_val == [4.0]
+
+    (tmp_path / "empty").mkdir(exist_ok=True)
+    refusals = [
+        (_config_list(both, {"half_plus_three": {"canary": 7}}), grpc.StatusCode.FAILED_PRECONDITION,
+         "Request to assign label to version 7 of model half_plus_three, which is not currently available"),
+        (_config_list({"half_plus_two": Path("relative/path")}), grpc.StatusCode.INVALID_ARGUMENT,
+         "to have an absolute path or URI; got base_path()=relative/path"),
+        (type(labelled)(), grpc.StatusCode.INVALID_ARGUMENT, "Only ModelConfigList is currently supported"),
+    ]
+    duplicate = _config_list(both)
+    duplicate.model_config_list.config.append(duplicate.model_config_list.config[0])
+    refusals.append((duplicate, grpc.StatusCode.INVALID_ARGUMENT,
+                     "Illegal to list model half_plus_two multiple times in config list"))
+    no_platform = _config_list(both)
+    no_platform.model_config_list.config[0].model_platform = ""
+    refusals.append((no_platform, grpc.StatusCode.INVALID_ARGUMENT, "Illegal setting neither"))
+    for config_proto, expected_code, words in refusals:
+        code, details = _reload_error(server.grpc, config_proto)
+        assert code == expected_code and words in details, details
+    assert _predict(server.grpc, "half_plus_three", specify_output=False) == 4.0  # still as before
+
+    code, details = _reload_error(server.grpc, _config_list({**both, "nothing": tmp_path / "empty"}))
+    assert code == grpc.StatusCode.UNKNOWN and "1 model(s) did not become available" in details, details
+    assert _reload(server.grpc, _config_list({"half_plus_two": paths["half_plus_two"]})).status.error_code == 0
+    with pytest.raises(grpc.RpcError) as caught:
+        _predict(server.grpc, "half_plus_three", specify_output=False)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND  # unloaded: no longer in the list
+    assert _predict(server.grpc, "half_plus_two", specify_output=False) == 3.0
+
+
+def _float_input(value: float):
+    tensor = predict_pb2.PredictRequest().inputs.get_or_create("x")
+    tensor.dtype = types_pb2.DT_FLOAT
+    tensor.float_val.append(value)
+    tensor.tensor_shape.dim.add().size = 1
+    return tensor
+
+
+def test_model_config_reload_with_zero_poll_period(tmp_path):
+    """--model_config_file_poll_wait_seconds=0 (the default): the file is read once; a rewrite changes nothing."""
+    half_plus_two = models.half_plus_n_tf1(tmp_path / "saved_model_half_plus_two_cpu")
+    half_plus_three = models.half_plus_n_tf1(tmp_path / "saved_model_half_plus_three", add=3.0)
+    config = tmp_path / "model_config.txt"
+    config.write_text(_config({"half_plus_two": half_plus_two}))
+    core = build_core(parse_flags([f"--model_config_file={config}", "--model_config_file_poll_wait_seconds=0"]))
+    try:
+        config.write_text(_config({"half_plus_three": half_plus_three}))
+        time.sleep(2.5)  # two version polls (--file_system_poll_wait_seconds=1)
+        assert core.manager.model_names() == ["half_plus_two"]
+    finally:
+        core.stop()
+
+
+def test_version_labels_at_start_up(tmp_path):
+    """As TF Serving: labels are checked before anything loads, so a config with labels stops the server at start-up
+    with TF Serving's message, unless --allow_version_labels_for_unavailable_models."""
+    base = models.half_plus_n_tf1(tmp_path / "saved_model_half_plus_two_cpu")
+    config = tmp_path / "labels.config"
+    config.write_text(_config({"default": base}, {"default": {"stable": VERSION}}))
+    done = run_module("serving.tf.dropin", f"--port={free_port()}", f"--model_config_file={config}")
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 2 and len(errors) == 1, done.stderr
+    assert "FAILED_PRECONDITION: Request to assign label to version 123 of model default" in errors[0]
+    core = build_core(parse_flags([f"--model_config_file={config}", "--allow_version_labels_for_unavailable_models",
+                                   "--file_system_poll_wait_seconds=0"]))
+    try:
+        servable = core.manager.servable("default", label="stable")
+        assert servable.version == VERSION
+    finally:
+        core.stop()
+
+
+def test_good_grpc_channel_args(tmp_path):
+    """testGoodGrpcChannelArgs: the server starts with these channel arguments and answers."""
+    core = DropInCore([ModelConfig("default", models.half_plus_n_tf1(tmp_path / "half_plus_two"))])
+    core.start_polling(0)
+    server = serve_grpc(core, "127.0.0.1", 0, channel_args=parse_channel_arguments(
+        "grpc.max_connection_age_ms=2000,grpc.lb_policy_name=grpclb"))
+    try:
+        assert _predict(f"127.0.0.1:{server.port}", specify_output=False) == 3.0
+    finally:
+        server.stop(grace=None)
+        core.stop()

@@ -31,6 +31,10 @@ class ModelConfig:
     labels: dict[str, int] = field(default_factory=dict)
 
 
+class ModelConfigError(ValueError):
+    """A ModelServerConfig TF Serving would refuse; the message is TF Serving's own."""
+
+
 def parse_model_config_file(path: Path) -> list[ModelConfig]:
     """ModelServerConfig text proto -> ModelConfigs; StartupError on anything malformed."""
     from tensorflow_serving.config import model_server_config_pb2
@@ -39,25 +43,57 @@ def parse_model_config_file(path: Path) -> list[ModelConfig]:
     try:
         text_format.Parse(Path(path).read_text(encoding="utf-8"), proto)
     except (OSError, text_format.ParseError) as exc:
-        raise StartupError(f"cannot read --model_config_file {path}: {exc}") from None
+        raise StartupError(f"cannot read --model_config_file {path}: Error parsing text-format "
+                           f"tensorflow.serving.ModelServerConfig: {exc}") from None
     if proto.WhichOneof("config") != "model_config_list":
         raise StartupError(f"{path}: only model_config_list is supported")
+    try:
+        return models_from_list(proto.model_config_list)
+    except ModelConfigError as exc:
+        raise StartupError(f"{path}: {exc}") from None
+
+
+def models_from_list(config_list) -> list[ModelConfig]:
+    """A ModelConfigList proto as ModelConfigs, checked as TF Serving's ServerCore checks it (ValidateModelConfigList,
+    GetPlatform): unique names, absolute base paths, the platform "tensorflow". ModelConfigError says what is wrong."""
     models = []
-    for entry in proto.model_config_list.config:
-        if entry.model_platform not in ("", "tensorflow"):
-            raise StartupError(f"{path}: model {entry.name}: platform {entry.model_platform!r} is not supported")
-        if not entry.name or not entry.base_path:
-            raise StartupError(f"{path}: every model needs a name and a base_path")
+    for entry in config_list.config:
+        if not entry.name:
+            raise ModelConfigError("every model needs a name")
+        if entry.name in {m.name for m in models}:
+            raise ModelConfigError(f"Illegal to list model {entry.name} multiple times in config list")
+        if not entry.base_path.startswith("/") and "://" not in entry.base_path:
+            raise ModelConfigError(f"Expected model {entry.name} to have an absolute path or URI; "
+                                   f"got base_path()={entry.base_path}")
+        if "://" in entry.base_path:
+            raise ModelConfigError(f"model {entry.name}: the drop-in reads local paths only, "
+                                   f"not {entry.base_path}")
+        _check_platform(entry)
         policy = entry.model_version_policy.WhichOneof("policy_choice") or "latest"
         models.append(ModelConfig(
             name=entry.name, base_path=Path(entry.base_path), policy=policy,
             num_versions=max(1, entry.model_version_policy.latest.num_versions),
             versions=tuple(entry.model_version_policy.specific.versions),
             labels=dict(entry.version_labels)))
-    names = [m.name for m in models]
-    if len(set(names)) != len(names):
-        raise StartupError(f"{path}: model names must be unique, got {names}")
     return models
+
+
+_MODEL_TYPE_TENSORFLOW = 1  # ModelType.TENSORFLOW, the deprecated way to name the platform
+
+
+def _check_platform(entry) -> None:
+    if entry.model_type:
+        if entry.model_platform:
+            raise ModelConfigError("Illegal setting both ModelServerConfig::model_type (deprecated) "
+                                   "and ModelServerConfig::model_platform.")
+        if entry.model_type != _MODEL_TYPE_TENSORFLOW:
+            raise ModelConfigError(f"ModelServerConfig::model_type choice {entry.model_type} not supported.")
+        return
+    if not entry.model_platform:
+        raise ModelConfigError("Illegal setting neither ModelServerConfig::model_type (deprecated) "
+                               "nor ModelServerConfig::model_platform.")
+    if entry.model_platform != "tensorflow":
+        raise ModelConfigError(f"Model {entry.name} requests unsupported platform {entry.model_platform}")
 
 
 _ASSIGNMENT = re.compile(r"^\s*(\w+)\s*(?::\s*(\S+)|\{\s*value\s*:\s*(\S+)\s*\})\s*$")

@@ -9,6 +9,7 @@ to TensorFlow is left to TensorFlow.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -17,7 +18,13 @@ import numpy as np
 
 from serving.tf.dropin.batching import Batcher
 from serving.tf.dropin.config import BatchingParameters, ModelConfig
-from serving.tf.dropin.errors import FailedPrecondition, InvalidArgument, ServingError, Unimplemented
+from serving.tf.dropin.errors import (
+    CodedError,
+    FailedPrecondition,
+    InvalidArgument,
+    ServingError,
+    Unimplemented,
+)
 from serving.tf.dropin.manager import ModelManager, VersionStatus
 from serving.tf.dropin.metrics import Metrics
 from serving.tf.dropin.servable import (
@@ -37,6 +44,7 @@ CLASSES, SCORES, REGRESS_OUTPUTS = "classes", "scores", "outputs"
 
 # One classification: (label, score) per class; TF Serving leaves an absent label "" and an absent score 0.
 Classification = list[tuple[str, float]]
+log = logging.getLogger("tf-serving-dropin")
 
 
 @dataclass
@@ -72,16 +80,24 @@ class TaskResult:
 
 class DropInCore:
     def __init__(self, models: list[ModelConfig], load_options: LoadOptions = DEFAULT_LOAD,
-                 batching: BatchingParameters | None = None, method_name_check: bool = False) -> None:
+                 batching: BatchingParameters | None = None, method_name_check: bool = False,
+                 allow_unavailable_labels: bool = False) -> None:
         self.manager = ModelManager(models, load_options)
         self.batcher = Batcher(batching) if batching else None
         self.method_name_check = method_name_check  # TF Serving's --enable_signature_method_name_check
+        # TF Serving's --allow_version_labels_for_unavailable_models
+        self.allow_unavailable_labels = allow_unavailable_labels
         self.metrics = Metrics()
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
+        self._config_lock = threading.Lock()  # one poll or config reload at a time
 
     # -- lifecycle -------------------------------------------------------------------------
     def poll(self) -> None:
+        with self._config_lock:
+            self._poll()
+
+    def _poll(self) -> None:
         before = self.manager.loaded_servables()
         self.manager.poll()
         if self.batcher:
@@ -89,22 +105,58 @@ class DropInCore:
                 self.batcher.forget(servable)
 
     def start_polling(self, seconds: float, reload_models=None, reload_seconds: float = 0) -> None:
-        """Poll version directories every `seconds` (0: load once, as TF Serving does)."""
+        """Poll version directories every `seconds` (0: load once, as TF Serving does); re-read the model config
+        every `reload_seconds` with `reload_models` (a config that fails is logged, and the old one kept)."""
         def loop() -> None:
             last_reload = time.monotonic()
-            while not self._stop.wait(seconds):
+            while not self._stop.wait(seconds or reload_seconds):
                 if reload_models and reload_seconds and time.monotonic() - last_reload >= reload_seconds:
-                    self.manager.set_models(reload_models())
+                    self._reload_from(reload_models)
                     last_reload = time.monotonic()
-                self.poll()
+                if seconds:
+                    self.poll()
 
         self.poll()
-        if seconds > 0:
+        if seconds > 0 or (reload_models and reload_seconds > 0):
             self._poller = threading.Thread(target=loop, daemon=True, name="version-poller")
             self._poller.start()
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _reload_from(self, reload_models) -> None:
+        try:
+            self.reload_config(reload_models())
+        except Exception as exc:  # a bad edit of the config file must not stop the server
+            log.error("tf-serving-dropin: failed to reload the model config; keeping the current one: %s", exc)
+
+    def reload_config(self, models: list[ModelConfig]) -> None:
+        """TF Serving's ServerCore::ReloadConfig: serve this model list from now on, and return once every model new
+        to the list serves a version. Models left out are unloaded. A label must name a version that is serving
+        (FAILED_PRECONDITION otherwise), unless allow_unavailable_labels; a new model that loads no version is
+        UNKNOWN, as TF Serving answers, and stays configured (the poll keeps trying)."""
+        with self._config_lock:
+            self.check_labels(models)
+            new = [m.name for m in models if m.name not in self.manager.model_names()]
+            self.manager.set_models(models)
+            self._poll()
+        missing = self.manager.unavailable(new)
+        if missing:
+            raise CodedError("UNKNOWN", f"{len(missing)} model(s) did not become available: "
+                                        f"{{{', '.join(missing)}}}")
+
+    def check_labels(self, models: list[ModelConfig]) -> None:
+        """TF Serving's UpdateModelVersionLabelMap: a label may only name a version that is available for inference
+        (with --allow_version_labels_for_unavailable_models, any version, but a label already set keeps its own)."""
+        for model in models:
+            for label, version in model.labels.items():
+                if self.manager.is_available(model.name, version):
+                    continue
+                current = self.manager.label_version(model.name, label)
+                if self.allow_unavailable_labels and current in (None, version):
+                    continue
+                raise FailedPrecondition(f"Request to assign label to version {version} of model {model.name}, "
+                                         "which is not currently available for inference")
 
     # -- predict ---------------------------------------------------------------------------
     def resolve(self, ref: ModelRef) -> tuple[Servable, Signature]:

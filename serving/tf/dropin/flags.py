@@ -44,6 +44,7 @@ class ServerFlags:
     prefer_tflite_model: bool = False
     use_tflite_model: bool = False
     enable_signature_method_name_check: bool = False
+    allow_version_labels_for_unavailable_models: bool = False
     enable_profiler: bool = True
     saved_model_tags: str = "serve"
     tensorflow_session_parallelism: int = 0
@@ -89,6 +90,9 @@ def _parser() -> _OneLineParser:
     add("--enable_signature_method_name_check", type=_bool, nargs="?", const=True, default=False,
         help="refuse Classify/Regress on signatures whose method_name is not classify/regress (TF2 models "
              "have only predict, so TF Serving leaves this off)")
+    add("--allow_version_labels_for_unavailable_models", type=_bool, nargs="?", const=True, default=False,
+        help="let a version label name a version that is not serving yet (without it, as in TF Serving, a config "
+             "with labels fails at start-up: assign them with a later config reload)")
     add("--enable_profiler", type=_bool, nargs="?", const=True, default=True,
         help="answer TensorFlow profiler trace requests on the gRPC port")
     add("--saved_model_tags", default="serve", help="comma-separated MetaGraphDef tags to load")

@@ -7,9 +7,9 @@ bad request never takes the server down. Every call carries
 `x-served-by: tf-serving-dropin` in its initial and trailing metadata.
 
 Implemented: Predict, GetModelMetadata (signature_def), Classify, Regress,
-MultiInference, GetModelStatus, and TensorFlow's ProfilerService on the same
-port (profiler.py), as TF Serving registers it. Answered UNIMPLEMENTED:
-HandleReloadConfigRequest. A call's gRPC deadline is the core's deadline.
+MultiInference, GetModelStatus, HandleReloadConfigRequest, and TensorFlow's
+ProfilerService on the same port (profiler.py), as TF Serving registers it.
+A call's gRPC deadline is the core's deadline.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
     inference_pb2,
+    model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
@@ -40,8 +41,9 @@ from tensorflow_serving.apis import (
 )
 
 from serving.tf.dropin import SERVER_NAME
+from serving.tf.dropin.config import ModelConfigError, models_from_list
 from serving.tf.dropin.core import Classification, DropInCore, InferenceTask, ModelRef
-from serving.tf.dropin.errors import InvalidArgument, ServingError, Unimplemented
+from serving.tf.dropin.errors import InvalidArgument, ServingError
 from serving.tf.dropin.servable import CLASSIFY_METHOD, Servable, Signature, TensorInfo
 
 log = logging.getLogger("tf-serving-dropin")
@@ -273,9 +275,25 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         return response
 
     @_rpc
-    def HandleReloadConfigRequest(self, request, deadline):
-        raise Unimplemented(f"HandleReloadConfigRequest is not implemented by {SERVER_NAME}; it re-reads "
-                            "--model_config_file every --model_config_file_poll_wait_seconds instead")
+    def HandleReloadConfigRequest(self, request: model_management_pb2.ReloadConfigRequest, deadline):
+        """TF Serving's ModelServiceImpl: only a ModelConfigList is accepted; the answer comes once every new model
+        serves. A failure is the call's status, as TF Serving answers it (ToGRPCStatus)."""
+        if request.config.WhichOneof("config") != "model_config_list":
+            raise InvalidArgument("ServerModelConfig type not supported by HandleReloadConfigRequest. "
+                                  "Only ModelConfigList is currently supported")
+        try:
+            models = models_from_list(request.config.model_config_list)
+        except ModelConfigError as exc:
+            raise InvalidArgument(str(exc)) from None
+        for model in models:
+            log.info("tf-serving-dropin: config reload: %s at %s", model.name, model.base_path)
+        self.core.reload_config(models)
+        response = model_management_pb2.ReloadConfigResponse()
+        # The drop-in keeps no TensorFlow metric registry: a named metric is answered as TF Serving answers a name
+        # it does not know, with an increase of 0.
+        for name in request.metric_names:
+            response.metric.add(name=name, int64_value_increase=0)
+        return response
 
 
 # -- server ----------------------------------------------------------------------------------

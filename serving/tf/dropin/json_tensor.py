@@ -46,7 +46,8 @@ def dumps(payload: Any) -> bytes:
 
 def parse_request_body(body: bytes) -> dict:
     """The body as a JSON object. orjson first (fast, strict); what it refuses goes to the standard library, which,
-    as TF Serving's parser, also reads NaN and Infinity (the core rejects them as inputs) and words its errors."""
+    as TF Serving's parser (rapidjson with kParseNanAndInfFlag), also reads NaN, Infinity and -Infinity, refuses a
+    number too big for a double (1e999), and words its errors."""
     if not body.strip():
         raise InvalidArgument("JSON Parse error: The document is empty")
     try:
@@ -58,9 +59,16 @@ def parse_request_body(body: bytes) -> dict:
     return request
 
 
+def _finite_double(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):  # Python reads 1e999 as infinity; rapidjson refuses it
+        raise InvalidArgument(f"JSON Parse error: Number too big to be stored in double: {text[:40]}")
+    return value
+
+
 def _parse_leniently(body: bytes) -> Any:
     try:
-        return json.loads(body)
+        return json.loads(body, parse_float=_finite_double)
     except json.JSONDecodeError as exc:
         raise InvalidArgument(f"JSON Parse error: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except (UnicodeDecodeError, RecursionError, ValueError) as exc:
@@ -348,9 +356,29 @@ def json_values(array: np.ndarray, name: str) -> Any:
         raise InvalidArgument(f"Failed to write JSON value for tensor type: {_dt_name(array.dtype)}")
     if array.dtype not in _ORJSON_NUMPY:  # e.g. bfloat16
         array = array.astype(np.float32)
+    if kind == "f" and not np.isfinite(array).all():
+        return _with_non_finite(array)
     if array.ndim == 0:
         return array.item()
     return list(np.ascontiguousarray(array))  # rows: numpy arrays (written by orjson) or numpy scalars
+
+
+def _with_non_finite(array: np.ndarray) -> Any:
+    """A float tensor holding NaN or infinities, per row as pre-written JSON: orjson would write them as null, TF
+    Serving writes the tokens NaN, Infinity and -Infinity (its WriteDecimal)."""
+    if array.ndim == 0:
+        return orjson.Fragment(_float_text(array))
+    return [orjson.Fragment(_float_text(row)) for row in array]
+
+
+def _float_text(array: np.ndarray) -> bytes:
+    if array.ndim > 0:
+        return b"[" + b",".join(_float_text(item) for item in array) + b"]"
+    if np.isnan(array):
+        return b"NaN"
+    if np.isinf(array):
+        return b"-Infinity" if array < 0 else b"Infinity"
+    return orjson.dumps(array[()], option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def _strings_to_json(value: Any, as_b64: bool) -> Any:

@@ -119,8 +119,35 @@ class ModelManager:
                 return [statuses[version]]
             return [statuses[v] for v in sorted(statuses, reverse=True)]
 
+    def models(self) -> list[ModelConfig]:
+        with self._lock:
+            return list(self._models.values())
+
     def model_names(self) -> list[str]:
         return sorted(self._models)
+
+    def is_available(self, name: str, version: int) -> bool:
+        with self._lock:
+            return version in self._loaded.get(name, {})
+
+    def label_version(self, name: str, label: str) -> int | None:
+        """The version a label names now, if any."""
+        with self._lock:
+            model = self._models.get(name)
+            return model.labels.get(label) if model else None
+
+    def unavailable(self, names: list[str]) -> list[str]:
+        """TF Serving's words for each of these models that has no version serving, and why."""
+        missing = []
+        with self._lock:
+            for name in names:
+                if self._loaded.get(name):
+                    continue
+                failed = [s for s in self._status.get(name, {}).values() if s.error_code != "OK"]
+                why = (f" due to error: {failed[-1].error_code}: {failed[-1].error_message}" if failed else
+                       f" (no versions found under base path {self._models[name].base_path})")
+                missing.append(f"{{name: {name} version: latest}}{why}")
+        return missing
 
     def loaded_servables(self) -> set[Servable]:
         with self._lock:

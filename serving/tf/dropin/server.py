@@ -18,7 +18,7 @@ from serving.tf.dropin.config import (
     parse_monitoring_config,
 )
 from serving.tf.dropin.core import DropInCore
-from serving.tf.dropin.errors import StartupError
+from serving.tf.dropin.errors import ServingError, StartupError
 from serving.tf.dropin.flags import ServerFlags, parse_flags
 from serving.tf.dropin.servable import LoadOptions
 
@@ -48,7 +48,12 @@ def build_core(flags: ServerFlags) -> DropInCore:
         batching = parse_batching_parameters(Path(flags.batching_parameters_file)
                                              if flags.batching_parameters_file else None)
         log.info("tf-serving-dropin: batching on: %s", batching)
-    core = DropInCore(_models(flags), load_options(flags), batching, flags.enable_signature_method_name_check)
+    core = DropInCore(_models(flags), load_options(flags), batching, flags.enable_signature_method_name_check,
+                      flags.allow_version_labels_for_unavailable_models)
+    try:
+        core.check_labels(core.manager.models())
+    except ServingError as exc:  # TF Serving checks labels before it loads anything, so at start-up every one fails
+        raise StartupError(f"Failed to start server. Error: {exc.code}: {exc}") from None
     reload = (lambda: _models(flags)) if flags.model_config_file else None
     core.start_polling(flags.file_system_poll_wait_seconds, reload, flags.model_config_file_poll_wait_seconds)
     return core
