@@ -216,10 +216,10 @@ def test_thread_pool_flags_size_tensorflow_s_pools(tmp_path):
 
 def test_unknown_flags_are_rejected_by_name(tmp_path):
     done = run_module("serving.tf.dropin", "--port=9000", f"--model_base_path={tmp_path}",
-                      "--ssl_config_file=x", "--enable_model_warmup=true")
+                      "--ssl_config_file=x", "--platform_config_file=y")
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.stderr
-    assert "--enable_model_warmup, --ssl_config_file" in lines[0]
+    assert "--platform_config_file, --ssl_config_file" in lines[0]
     assert "not implemented by the TF Serving drop-in" in lines[0]
 
 

@@ -82,7 +82,7 @@ class DropInCore:
     def __init__(self, models: list[ModelConfig], load_options: LoadOptions = DEFAULT_LOAD,
                  batching: BatchingParameters | None = None, method_name_check: bool = False,
                  allow_unavailable_labels: bool = False) -> None:
-        self.manager = ModelManager(models, load_options)
+        self.manager = ModelManager(models, load_options, warm_up=self._warm_up)
         self.batcher = Batcher(batching) if batching else None
         self.method_name_check = method_name_check  # TF Serving's --enable_signature_method_name_check
         # TF Serving's --allow_version_labels_for_unavailable_models
@@ -123,6 +123,12 @@ class DropInCore:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _warm_up(self, servable: Servable) -> None:
+        # warmup.py decodes records with the gRPC front end's helpers, which import this module: import it late.
+        from serving.tf.dropin.warmup import replay_warmup
+
+        replay_warmup(self, servable, self.manager.load_options.warmup_iterations)
 
     def _reload_from(self, reload_models) -> None:
         try:
@@ -168,11 +174,15 @@ class DropInCore:
         """Run a signature; returns the servable that answered (for its version) and the outputs.
 
         `deadline` is a time.monotonic() value: the request's own (gRPC deadline or --rest_api_timeout_in_ms)."""
-        return self._counted(ref, "predict", lambda: self._predict(ref, inputs, output_filter or [], deadline))
+        return self._counted(ref, "predict", lambda: self.run_predict(ref, inputs, output_filter or [], deadline))
 
-    def _predict(self, ref: ModelRef, inputs: dict[str, np.ndarray], output_filter: list[str],
-                 deadline: float | None) -> tuple[Servable, dict[str, np.ndarray]]:
-        servable, signature = self.resolve(ref)
+    def run_predict(self, ref: ModelRef, inputs: dict[str, np.ndarray], output_filter: list[str],
+                    deadline: float | None, servable: Servable | None = None) -> tuple[Servable, dict[str, np.ndarray]]:
+        """predict() uncounted, on the servable `ref` names or on the one given (a version warming up)."""
+        if servable is None:
+            servable, signature = self.resolve(ref)
+        else:
+            signature = servable.signature(ref.signature)
         checked = check_inputs(ref.signature, signature, inputs)
         _check_output_filter(output_filter, signature)
         try:
@@ -189,14 +199,14 @@ class DropInCore:
                  deadline: float | None = None) -> tuple[Servable, list[Classification]]:
         """Run a classification signature: one list of (label, score) per example."""
         task = InferenceTask(ref, CLASSIFY_METHOD)
-        servable, (result,) = self._counted(ref, "classify", lambda: self._infer([task], examples, deadline))
+        servable, (result,) = self._counted(ref, "classify", lambda: self.run_inference([task], examples, deadline))
         return servable, result.classifications
 
     def regress(self, ref: ModelRef, examples: list[bytes],
                 deadline: float | None = None) -> tuple[Servable, list[float]]:
         """Run a regression signature: one value per example."""
         task = InferenceTask(ref, REGRESS_METHOD)
-        servable, (result,) = self._counted(ref, "regress", lambda: self._infer([task], examples, deadline))
+        servable, (result,) = self._counted(ref, "regress", lambda: self.run_inference([task], examples, deadline))
         return servable, result.regressions
 
     def multi_inference(self, tasks: list[InferenceTask], examples: list[bytes],
@@ -204,14 +214,16 @@ class DropInCore:
         """Several classify/regress signatures of one model on the same examples (TF Serving's MultiInference):
         every task must name the same model, and no signature twice."""
         name = tasks[0].ref.name if tasks else ""
-        return self._counted(ModelRef(name), "multi_inference", lambda: self._infer(tasks, examples, deadline))
+        return self._counted(ModelRef(name), "multi_inference", lambda: self.run_inference(tasks, examples, deadline))
 
-    def _infer(self, tasks: list[InferenceTask], examples: list[bytes],
-               deadline: float | None) -> tuple[Servable, list[TaskResult]]:
+    def run_inference(self, tasks: list[InferenceTask], examples: list[bytes], deadline: float | None,
+                      servable: Servable | None = None) -> tuple[Servable, list[TaskResult]]:
+        """Classify/regress/multi-inference uncounted, on the servable the tasks name or on the one given."""
         _check_tasks(tasks)
         if not examples:
             raise InvalidArgument("Input is empty.")
-        servable = self.manager.servable(tasks[0].ref.name, tasks[0].ref.version, tasks[0].ref.label)
+        if servable is None:
+            servable = self.manager.servable(tasks[0].ref.name, tasks[0].ref.version, tasks[0].ref.label)
         plans = [(task, *self._example_signature(servable.signature(task.ref.signature), task.method_name))
                  for task in tasks]  # every task checked before any runs
         serialized = np.asarray(examples, dtype=object)

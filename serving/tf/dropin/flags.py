@@ -45,6 +45,8 @@ class ServerFlags:
     use_tflite_model: bool = False
     enable_signature_method_name_check: bool = False
     allow_version_labels_for_unavailable_models: bool = False
+    enable_model_warmup: bool = True
+    num_request_iterations_for_warmup: int = 0
     enable_profiler: bool = True
     saved_model_tags: str = "serve"
     tensorflow_session_parallelism: int = 0
@@ -93,6 +95,10 @@ def _parser() -> _OneLineParser:
     add("--allow_version_labels_for_unavailable_models", type=_bool, nargs="?", const=True, default=False,
         help="let a version label name a version that is not serving yet (without it, as in TF Serving, a config "
              "with labels fails at start-up: assign them with a later config reload)")
+    add("--enable_model_warmup", type=_bool, nargs="?", const=True, default=True,
+        help="replay each version's assets.extra/tf_serving_warmup_requests before it serves")
+    add("--num_request_iterations_for_warmup", type=int, default=0,
+        help="times each warm-up record runs (used only if > 0; otherwise once)")
     add("--enable_profiler", type=_bool, nargs="?", const=True, default=True,
         help="answer TensorFlow profiler trace requests on the gRPC port")
     add("--saved_model_tags", default="serve", help="comma-separated MetaGraphDef tags to load")

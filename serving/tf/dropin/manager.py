@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from serving.tf.dropin.config import ModelConfig
-from serving.tf.dropin.errors import NotFound
+from serving.tf.dropin.errors import NotFound, ServingError
 from serving.tf.dropin.servable import DEFAULT_LOAD, LoadOptions, Servable, load_servable
 from serving.tf.dropin.source import aspired_versions
 
@@ -33,8 +34,10 @@ class VersionStatus:
 
 
 class ModelManager:
-    def __init__(self, models: list[ModelConfig], load_options: LoadOptions = DEFAULT_LOAD) -> None:
+    def __init__(self, models: list[ModelConfig], load_options: LoadOptions = DEFAULT_LOAD,
+                 warm_up: Callable[[Servable], None] | None = None) -> None:
         self.load_options = load_options
+        self.warm_up = warm_up  # run on a loaded version before it serves (load_options.warmup); raising fails it
         self._lock = threading.RLock()
         self._models: dict[str, ModelConfig] = {}
         self._loaded: dict[str, dict[int, Servable]] = {}
@@ -76,9 +79,12 @@ class ModelManager:
         log.info("tf-serving-dropin: loading %s version %d from %s", model.name, version, path)
         try:
             servable = load_servable(model.name, version, path, self.load_options)
-        except Exception as exc:  # any loader failure is reported, never fatal
+            if self.warm_up and self.load_options.warmup:
+                self.warm_up(servable)
+        except Exception as exc:  # any loader or warm-up failure is reported, never fatal
             log.error("tf-serving-dropin: %s version %d failed to load: %s", model.name, version, exc)
-            self._status[model.name][version] = VersionStatus(version, "END", "UNKNOWN", f"load failed: {exc}")
+            code = exc.code if isinstance(exc, ServingError) else "UNKNOWN"  # e.g. a warm-up record's own code
+            self._status[model.name][version] = VersionStatus(version, "END", code, f"load failed: {exc}")
             return
         with self._lock:
             self._loaded[model.name][version] = servable

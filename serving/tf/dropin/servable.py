@@ -57,6 +57,8 @@ class LoadOptions:
     intra_op_threads: int = 0  # 0: TensorFlow sizes its pools itself
     inter_op_threads: int = 0
     tflite_threads: int = 1
+    warmup: bool = True  # replay assets.extra/tf_serving_warmup_requests before serving (--enable_model_warmup)
+    warmup_iterations: int = 1  # times each warm-up record runs (--num_request_iterations_for_warmup)
 
 
 DEFAULT_LOAD = LoadOptions()

@@ -33,12 +33,14 @@ def _models(flags: ServerFlags) -> list[ModelConfig]:
 
 
 def load_options(flags: ServerFlags) -> LoadOptions:
-    """How versions load: tags, TFLite preference and TensorFlow's thread pools, as TF Serving's flags set them."""
+    """How versions load: tags, TFLite preference, TensorFlow's thread pools and warm-up, as TF Serving's flags set
+    them."""
     intra = flags.tensorflow_intra_op_parallelism or flags.tensorflow_session_parallelism
     inter = flags.tensorflow_inter_op_parallelism or flags.tensorflow_session_parallelism
     return LoadOptions(prefer_tflite=flags.prefer_tflite_model or flags.use_tflite_model,
                        tags=tuple(tag.strip() for tag in flags.saved_model_tags.split(",") if tag.strip()),
-                       intra_op_threads=intra, inter_op_threads=inter)
+                       intra_op_threads=intra, inter_op_threads=inter, warmup=flags.enable_model_warmup,
+                       warmup_iterations=max(1, flags.num_request_iterations_for_warmup))
 
 
 def build_core(flags: ServerFlags) -> DropInCore:
