@@ -10,6 +10,7 @@
 #   Java 17 or newer (openjdk-17-jre-headless)                    TorchServe's frontend
 #   chromium                                                      tests render the report headless
 #   a Compose implementation (docker compose v2 or docker-compose) tests validate docker-compose.yml
+#   openssl                                                       tests make TLS certificates for the drop-in
 #
 # apt-get runs with --no-install-recommends (Debian's docker-compose would recommend a whole Docker engine).
 # Where something is missing and cannot be installed here, it stops (exit 2) with one line naming
@@ -75,16 +76,17 @@ check_all() {
   # fonts-liberation: without any font the headless page renders text as nothing (installed without recommends)
   command -v chromium >/dev/null 2>&1 || need chromium "chromium fonts-liberation"
   [[ -n "$(compose_version)" ]] || need "a Compose implementation" docker-compose
+  command -v openssl >/dev/null 2>&1 || need openssl openssl
 }
 
 report_present() {
   say "Python $(python_version) ($PYTHON), Java $(java_major), $(chromium --version 2>/dev/null | head -n 1)," \
-      "$(compose_version): all present"
+      "$(compose_version), $(openssl version 2>/dev/null | cut -d' ' -f1-2): all present"
 }
 
 install_command() {
   if [[ "$(uname -s)" == Darwin ]]; then
-    echo "brew install python@3.11 openjdk@17 docker-compose && brew install --cask chromium"
+    echo "brew install python@3.11 openjdk@17 docker-compose openssl && brew install --cask chromium"
   else
     local sudo="sudo "
     [[ "$(id -u)" == 0 ]] && sudo=""

@@ -216,16 +216,18 @@ def test_thread_pool_flags_size_tensorflow_s_pools(tmp_path):
 
 def test_unknown_flags_are_rejected_by_name(tmp_path):
     done = run_module("serving.tf.dropin", "--port=9000", f"--model_base_path={tmp_path}",
-                      "--ssl_config_file=x", "--platform_config_file=y")
+                      "--tensorflow_session_config_file=x", "--platform_config_file=y")
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.stderr
-    assert "--platform_config_file, --ssl_config_file" in lines[0]
+    assert "--platform_config_file, --tensorflow_session_config_file" in lines[0]
     assert "not implemented by the TF Serving drop-in" in lines[0]
 
 
 @pytest.mark.parametrize(("option", "text", "says"), [
     ("--model_config_file", "improperly formatted file", "cannot read --model_config_file"),  # TF Serving's testdata
     ("--monitoring_config_file", "prometheus_config { enable: true", "cannot parse MonitoringConfig"),
+    ("--ssl_config_file", 'server_key: "unterminated', "Error parsing text-format tensorflow.serving.SSLConfig"),
+    ("--ssl_config_file", 'server_key: "k" server_cert: "c" client_verify: true', "client_verify needs custom_ca"),
 ])
 def test_a_bad_config_file_stops_the_server_at_once_with_one_line(tmp_path, option, text, says):
     """As tensorflow_model_server: the parse error is reported and the process exits non-zero, serving nothing."""

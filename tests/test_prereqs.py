@@ -18,7 +18,7 @@ from common.paths import REPO_ROOT
 
 SCRIPT = REPO_ROOT / "scripts" / "prereqs.sh"
 # What the script itself runs, besides the prerequisites.
-TOOLS = ("bash", "sed", "head", "id", "uname", "apt-cache", "env")
+TOOLS = ("bash", "sed", "head", "cut", "id", "uname", "apt-cache", "env")
 
 
 def _bin_with(tmp_path: Path, *commands: str, java_says: str = 'openjdk version "17.0.15" 2025-04-15') -> Path:
@@ -51,9 +51,10 @@ def test_everything_present_is_one_line_and_success():
 @pytest.mark.parametrize(("hidden", "named", "package"), [
     ("chromium", "chromium", "chromium"),
     ("docker-compose", "a Compose implementation", "docker-compose"),
+    ("openssl", "openssl", "openssl"),
 ])
 def test_a_missing_tool_stops_with_one_line_naming_its_package(tmp_path, hidden, named, package):
-    present = [c for c in ("chromium", "docker-compose") if c != hidden]
+    present = [c for c in ("chromium", "docker-compose", "openssl") if c != hidden]
     done = _run(_bin_with(tmp_path, *present))
     assert done.returncode == 2 and done.stdout == ""
     assert len(done.stderr.splitlines()) == 1
@@ -63,11 +64,12 @@ def test_a_missing_tool_stops_with_one_line_naming_its_package(tmp_path, hidden,
 
 
 def test_an_old_java_is_named_with_its_version(tmp_path):
-    done = _run(_bin_with(tmp_path, "chromium", "docker-compose", java_says='openjdk version "11.0.22" 2024-01-16'))
+    done = _run(_bin_with(tmp_path, "chromium", "docker-compose", "openssl",
+                          java_says='openjdk version "11.0.22" 2024-01-16'))
     assert done.returncode == 2
     assert "Java 17 or newer (found 11)" in done.stderr and "openjdk-" in done.stderr
 
 
 def test_python_other_than_3_11_is_refused(tmp_path):
-    done = _run(_bin_with(tmp_path, "chromium", "docker-compose"), python="python3.99")
+    done = _run(_bin_with(tmp_path, "chromium", "docker-compose", "openssl"), python="python3.99")
     assert done.returncode == 2 and "missing: Python 3.11 (python3.99 not found)" in done.stderr

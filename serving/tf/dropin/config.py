@@ -4,8 +4,10 @@
                      parsed with the proto that tensorflow-serving-api ships)
 --batching_parameters_file  BatchingParameters: `max_batch_size { value: 32 }` ...
 --monitoring_config_file    MonitoringConfig: `prometheus_config { enable: true path: "..." }`
-The last two protos are not shipped in the pip package, so their (flat) text
-format is read here, rejecting fields the drop-in does not implement.
+--ssl_config_file           SSLConfig: server_key, server_cert, custom_ca (PEM text), client_verify
+The last three protos are not shipped in the pip package: the flat text formats
+of the first two are read here, rejecting fields the drop-in does not implement;
+SSLConfig is declared here field for field and read by protobuf's own text parser.
 """
 
 from __future__ import annotations
@@ -179,3 +181,50 @@ def parse_monitoring_config(path: Path | None) -> MonitoringConfig:
         raise StartupError(f"--monitoring_config_file {path}: prometheus_config has no field(s) {unknown}")
     where = fields.get("path", "").strip('"')
     return MonitoringConfig(fields.get("enable") in _PROTO_TRUE, where or MonitoringConfig.prometheus_path)
+
+
+@dataclass(frozen=True)
+class SslConfig:
+    """TF Serving's SSLConfig (tensorflow_serving/config/ssl_config.proto): PEM text itself, not file names."""
+
+    server_key: str
+    server_cert: str
+    custom_ca: str = ""
+    client_verify: bool = False
+
+
+def _ssl_config_message():
+    """SSLConfig as a protobuf class, built from its four fields (same names and numbers as ssl_config.proto), in a
+    pool of its own so that it never clashes with a package that ships the real one."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    field = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(name="tf_serving_dropin/ssl_config.proto", package="tensorflow.serving",
+                                              syntax="proto3")
+    message = file.message_type.add(name="SSLConfig")
+    for number, (name, kind) in enumerate((("server_key", field.TYPE_STRING), ("server_cert", field.TYPE_STRING),
+                                           ("custom_ca", field.TYPE_STRING), ("client_verify", field.TYPE_BOOL)), 1):
+        message.field.add(name=name, number=number, type=kind, label=field.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.SSLConfig"))
+
+
+def parse_ssl_config(path: Path | None) -> SslConfig | None:
+    """--ssl_config_file, read as TF Serving reads it; StartupError when it does not parse or cannot be used."""
+    if path is None:
+        return None
+    proto = _ssl_config_message()()
+    try:
+        text_format.Parse(Path(path).read_text(encoding="utf-8"), proto)
+    except OSError as exc:
+        raise StartupError(f"cannot read --ssl_config_file {path}: {exc.strerror}") from None
+    except text_format.ParseError as exc:
+        raise StartupError(f"--ssl_config_file {path}: Error parsing text-format tensorflow.serving.SSLConfig: "
+                           f"{exc}") from None
+    if not proto.server_key or not proto.server_cert:
+        raise StartupError(f"--ssl_config_file {path}: server_key and server_cert (PEM text) are both required")
+    if proto.client_verify and not proto.custom_ca:
+        raise StartupError(f"--ssl_config_file {path}: client_verify needs custom_ca, the PEM of the CA that signs "
+                           "client certificates")
+    return SslConfig(proto.server_key, proto.server_cert, proto.custom_ca, proto.client_verify)

@@ -41,6 +41,7 @@ class ServerFlags:
     monitoring_config_file: str = ""
     grpc_socket_path: str = ""
     grpc_channel_arguments: str = ""
+    ssl_config_file: str = ""
     prefer_tflite_model: bool = False
     use_tflite_model: bool = False
     enable_signature_method_name_check: bool = False
@@ -84,6 +85,8 @@ def _parser() -> _OneLineParser:
         help="threads that run REST requests (0: 4 x the CPUs this process may use, as TF Serving)")
     add("--monitoring_config_file", default="")
     add("--grpc_socket_path", default="", help="also serve gRPC on this Unix socket")
+    add("--ssl_config_file", default="",
+        help="text-format SSLConfig (server_key, server_cert, custom_ca as PEM text; client_verify): gRPC over TLS")
     add("--grpc_channel_arguments", default="", help="comma-separated key=value gRPC server arguments")
     add("--prefer_tflite_model", type=_bool, nargs="?", const=True, default=False,
         help="serve model.tflite from the version directory through the TFLite interpreter")

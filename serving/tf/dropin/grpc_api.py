@@ -41,7 +41,7 @@ from tensorflow_serving.apis import (
 )
 
 from serving.tf.dropin import SERVER_NAME
-from serving.tf.dropin.config import ModelConfigError, models_from_list
+from serving.tf.dropin.config import ModelConfigError, SslConfig, models_from_list
 from serving.tf.dropin.core import Classification, DropInCore, InferenceTask, ModelRef
 from serving.tf.dropin.errors import InvalidArgument, ServingError
 from serving.tf.dropin.servable import CLASSIFY_METHOD, Servable, Signature, TensorInfo
@@ -351,9 +351,17 @@ def _remove_stale_socket(path: str) -> None:
         probe.close()
 
 
-def _bind(server: grpc.Server, address: str) -> int:
+def server_credentials(ssl: SslConfig) -> grpc.ServerCredentials:
+    """TF Serving's BuildServerCredentialsFromSSLConfigFile: the server's key pair, the custom CA (if any) as the
+    roots, and with client_verify a client certificate required and verified."""
+    return grpc.ssl_server_credentials([(ssl.server_key.encode(), ssl.server_cert.encode())],
+                                       root_certificates=ssl.custom_ca.encode() if ssl.custom_ca else None,
+                                       require_client_auth=ssl.client_verify)
+
+
+def _bind(server: grpc.Server, address: str, credentials: grpc.ServerCredentials | None = None) -> int:
     try:
-        port = server.add_insecure_port(address)
+        port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     except RuntimeError:
         port = 0
     if not port:
@@ -380,9 +388,10 @@ class GrpcServer:
 
 def serve_grpc(core: DropInCore, host: str, port: int, *, socket_path: str | None = None,
                channel_args: list[tuple[str, object]] | None = None, max_workers: int = 16,
-               profiler: bool = True) -> GrpcServer:
+               profiler: bool = True, ssl: SslConfig | None = None) -> GrpcServer:
     """Start PredictionService and ModelService (and TensorFlow's ProfilerService, as TF Serving's
-    --enable_profiler does) on host:port (0 picks a free port) and optionally a unix socket."""
+    --enable_profiler does) on host:port (0 picks a free port) and optionally a unix socket; with `ssl`
+    (--ssl_config_file) both listen with TLS, as TF Serving's do."""
     server = grpc.server(ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
                          options=server_options(channel_args))
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(core), server)
@@ -391,11 +400,13 @@ def serve_grpc(core: DropInCore, host: str, port: int, *, socket_path: str | Non
         from serving.tf.dropin.profiler import add_profiler_service
 
         add_profiler_service(server)
-    bound = _bind(server, f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    credentials = server_credentials(ssl) if ssl else None
+    bound = _bind(server, f"[{host}]:{port}" if ":" in host else f"{host}:{port}", credentials)
     if socket_path:
         _remove_stale_socket(socket_path)
-        _bind(server, f"unix:{socket_path}")
+        _bind(server, f"unix:{socket_path}", credentials)
     server.start()
-    log.info("tf-serving-dropin: gRPC listening on %s:%d%s", host, bound,
-             f" and unix:{socket_path}" if socket_path else "")
+    log.info("tf-serving-dropin: gRPC listening on %s:%d%s%s", host, bound,
+             f" and unix:{socket_path}" if socket_path else "",
+             f" with TLS{' (client certificates required)' if ssl.client_verify else ''}" if ssl else "")
     return GrpcServer(server, bound, socket_path)

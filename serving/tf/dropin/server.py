@@ -16,6 +16,7 @@ from serving.tf.dropin.config import (
     parse_batching_parameters,
     parse_model_config_file,
     parse_monitoring_config,
+    parse_ssl_config,
 )
 from serving.tf.dropin.core import DropInCore
 from serving.tf.dropin.errors import ServingError, StartupError
@@ -70,6 +71,7 @@ def run(flags: ServerFlags) -> int:
         raise StartupError(f"--grpc_channel_arguments: {exc}") from None
     monitoring = parse_monitoring_config(Path(flags.monitoring_config_file)
                                          if flags.monitoring_config_file else None)
+    ssl = parse_ssl_config(Path(flags.ssl_config_file) if flags.ssl_config_file else None)
     log.info("%s %s starting", SERVER_IDENTITY, DROPIN_VERSION)
     log.info("tf-serving-dropin: %s=%s (0: TensorFlow's own kernels, not oneDNN's custom ones)",
              ONEDNN_VARIABLE, os.environ.get(ONEDNN_VARIABLE))
@@ -79,7 +81,7 @@ def run(flags: ServerFlags) -> int:
     # requests allocate (tf-rest's p99 went from 250-270 ms to 32-39 ms; README, make bench-dropin).
     gc.freeze()
     try:
-        grpc_server, rest_server = _front_ends(flags, core, channel_args, monitoring)
+        grpc_server, rest_server = _front_ends(flags, core, channel_args, monitoring, ssl)
     except OSError as exc:  # a port or socket that is taken: say which, exit 2
         core.stop()
         raise StartupError(str(exc)) from None
@@ -97,7 +99,7 @@ def run(flags: ServerFlags) -> int:
     return 0
 
 
-def _front_ends(flags: ServerFlags, core: DropInCore, channel_args, monitoring):
+def _front_ends(flags: ServerFlags, core: DropInCore, channel_args, monitoring, ssl=None):
     """Open gRPC (TCP and/or Unix socket) and REST as the flags ask."""
     from serving.tf.dropin.grpc_api import serve_grpc
     from serving.tf.dropin.rest_api import RestApi
@@ -106,7 +108,7 @@ def _front_ends(flags: ServerFlags, core: DropInCore, channel_args, monitoring):
     grpc_server = rest_server = None
     if flags.port or flags.grpc_socket_path:
         grpc_server = serve_grpc(core, flags.bind_address, flags.port, socket_path=flags.grpc_socket_path or None,
-                                 channel_args=channel_args, profiler=flags.enable_profiler)
+                                 channel_args=channel_args, profiler=flags.enable_profiler, ssl=ssl)
         if flags.port:
             log.info("Running gRPC ModelServer at %s:%d ... (tf-serving-dropin)", flags.bind_address, grpc_server.port)
         if flags.grpc_socket_path:
