@@ -67,7 +67,8 @@ def _predict(channel: grpc.Channel) -> float:
     request.inputs["x"].dtype = types_pb2.DT_FLOAT
     request.inputs["x"].float_val.append(2.0)
     request.inputs["x"].tensor_shape.dim.add().size = 1
-    return prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, TIMEOUT).outputs["y"].float_val[0]
+    response = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, TIMEOUT)
+    return response.outputs["y"].float_val[0]
 
 
 def _refused(channel: grpc.Channel) -> grpc.StatusCode:
