@@ -7,7 +7,8 @@ one CPU set: deploy both servers as `make deploy` does (the drop-in with
 server-side batching on, TorchServe natively, both pinned to SERVER_CPUSET), then
 `--repeats` times run `python -m loadtests run` (locust, closed loop, batch 1 per
 request, pinned to the other CPUs), which measures each framework's in-process
-ceiling and then every target; then undeploy. Prints, per target, the median
+ceiling and then every target in its own 3 rotated repeats, reporting their median;
+then undeploy. Prints, per target, the median
 req/s with its min-max over the repeats, the ratio to the in-process ceiling,
 p50, and the p50 the server adds over one in-process call; a repeat whose load
 generator saturated or that failed requests is left out and said so. Writes
