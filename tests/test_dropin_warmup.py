@@ -122,6 +122,21 @@ def test_a_warmup_that_fails_fails_the_load(tmp_path, records, words):
     assert words in _load_error(core)
 
 
+def test_a_failed_warmup_through_the_batcher_leaves_no_batch_thread(tmp_path):
+    import threading
+
+    from serving.tf.dropin.config import BatchingParameters
+
+    records = [_predict_log().SerializeToString(), _predict_log("nope").SerializeToString()]
+    core = DropInCore([ModelConfig("half_plus_two", _model(tmp_path, records))], batching=BatchingParameters())
+    core.poll()
+    assert "input size does not match" in _load_error(core)
+    started = [t for t in threading.enumerate() if t.name.startswith("batch-half_plus_two")]
+    for thread in started:
+        thread.join(timeout=5)  # stopped threads end at once; one left running would wait here in vain
+    assert not any(thread.is_alive() for thread in started)
+
+
 def test_a_file_that_is_not_a_tfrecord_is_data_loss(tmp_path):
     base = _model(tmp_path, [])
     (base / VERSION_DIR / WARMUP_FILE).write_bytes(b"this is not a TFRecord file, only some text" * 3)

@@ -128,7 +128,12 @@ class DropInCore:
         # warmup.py decodes records with the gRPC front end's helpers, which import this module: import it late.
         from serving.tf.dropin.warmup import replay_warmup
 
-        replay_warmup(self, servable, self.manager.load_options.warmup_iterations)
+        try:
+            replay_warmup(self, servable, self.manager.load_options.warmup_iterations)
+        except Exception:
+            if self.batcher:  # the version never serves: stop the batch threads its warm-up started
+                self.batcher.forget(servable)
+            raise
 
     def _reload_from(self, reload_models) -> None:
         try:
