@@ -71,6 +71,8 @@ def models_from_list(config_list) -> list[ModelConfig]:
             raise ModelConfigError(f"model {entry.name}: the drop-in reads local paths only, "
                                    f"not {entry.base_path}")
         _check_platform(entry)
+        if entry.HasField("logging_config"):  # the open-source server has no request logger to give it to
+            raise ModelConfigError(f"model {entry.name}: logging_config: No request-logger-creator provided.")
         policy = entry.model_version_policy.WhichOneof("policy_choice") or "latest"
         models.append(ModelConfig(
             name=entry.name, base_path=Path(entry.base_path), policy=policy,
