@@ -430,3 +430,17 @@ def test_examples_and_classification_results():
         [[["", 0.5], ["", 0.5]]]
     with pytest.raises(InvalidArgument, match="Expected scores output batch size of 2. Got: 1"):
         classifications({"scores": np.array([[0.5, 0.5]], np.float32)}, 2)
+
+
+def test_classify_and_regress_write_nan_results_as_tf_serving_does(tmp_path):
+    """An example whose feature is NaN runs, and its score / value comes back as the NaN token."""
+    from tests.tf_serving_models import half_plus_n_tf1
+
+    core = DropInCore([ModelConfig("hp2", half_plus_n_tf1(tmp_path / "hp2"))])
+    core.poll()
+    api = RestApi(core)
+    for verb, signature, expected in (("regress", "regress_x_to_y", b'"results":[NaN,3.0]'),
+                                      ("classify", "classify_x_to_y", b'"results":[[["",NaN]],[["",3.0]]]')):
+        body = f'{{"signature_name": "{signature}", "examples": [{{"x": NaN}}, {{"x": 2.0}}]}}'.encode()
+        response = api.dispatch("POST", f"/v1/models/hp2:{verb}", body)
+        assert response.status == 200 and expected in response.body, response.body

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from itertools import chain
 from typing import Any
 
@@ -396,7 +397,17 @@ def _strings_to_json(value: Any, as_b64: bool) -> Any:
 
 def classification_json(results: list[list[tuple[str, float]]]) -> list:
     """:classify's "results": per example, [label, score] per class."""
-    return [[[label, score] for label, score in classes] for classes in results]
+    return [[[label, json_number(score)] for label, score in classes] for classes in results]
+
+
+def regression_json(results: list[float]) -> list:
+    """:regress's "results": one value per example."""
+    return [json_number(value) for value in results]
+
+
+def json_number(value: float) -> Any:
+    """A float as dumps() should write it: NaN and infinities as TF Serving's tokens, not orjson's null."""
+    return value if math.isfinite(value) else orjson.Fragment(_float_text(np.float64(value)))
 
 
 def metadata_json(signature_defs: dict) -> dict:

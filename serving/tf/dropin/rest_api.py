@@ -143,7 +143,7 @@ class RestApi:
     def _regress(self, ref: ModelRef, request: dict, deadline: float | None) -> dict:
         examples = json_tensor.examples_from_request(request, "regress")
         _, results = self.core.regress(ref, examples, deadline)
-        return {"results": results}
+        return {"results": json_tensor.regression_json(results)}
 
     def _status(self, ref: ModelRef) -> dict:
         statuses = self.core.status(ref.name, ref.version, ref.label)
