@@ -77,6 +77,14 @@ class Known:
                 and bool({answer.kind, f"{answer.kind} {answer.status}"} & self.answers))
 
 
+def _as_tf_serving(inputs: set[str], why: str, rest: str, grpc: str) -> tuple[Known, Known]:
+    """The drop-in answers these inputs as tensorflow_model_server does, with a result instead of a refusal: TF
+    Serving's behaviour is the drop-in's reference. `why` is what TF Serving does, `rest` and `grpc` how each
+    transport shows it."""
+    return (Known("tf-rest", frozenset(inputs), frozenset({"http 200"}), f"as tensorflow_model_server: {why}{rest}"),
+            Known("tf-grpc", frozenset(inputs), frozenset({"grpc OK"}), f"as tensorflow_model_server: {why}{grpc}"))
+
+
 _OVERSIZE = frozenset({"body-one-byte-over", "body-far-over", "body-far-over-expect"})
 _ELSEWHERE = frozenset({"unknown-model", "unknown-version"})
 _BODY_INPUTS = frozenset(item.name for item in CATALOGUE if "torch-grpc" in item.recipes and item.name not in
@@ -106,21 +114,17 @@ KNOWN: tuple[Known, ...] = (
     Known("tf-rest", frozenset({"truncated-body"}), frozenset({"closed", "reset"}),
           "aiohttp takes the client's half-close for a lost connection and closes it: the drop-in logs 400 "
           "'request body ended after N of M bytes' but cannot send it"),
-    Known("tf-rest", frozenset({"wrong-height", "wrong-width"}), frozenset({"http 200"}),
-          "as tensorflow_model_server: TF Serving feeds the tensor to Session::Run without checking it against the "
-          "signature's shape, and this model (convolutions, global average pooling) computes an answer "
-          "for any height and width; a wrong rank or channel count fails in the graph (400)"),
-    Known("tf-grpc", frozenset({"wrong-height", "wrong-width"}), frozenset({"grpc OK"}),
-          "as tensorflow_model_server: TF Serving feeds the tensor to Session::Run without checking it against the "
-          "signature's shape, and this model (convolutions, global average pooling) computes an answer "
-          "for any height and width; a wrong rank or channel count fails in the graph (INVALID_ARGUMENT)"),
-    Known("tf-rest", frozenset({"nan", "infinity"}), frozenset({"http 200"}),
-          "as tensorflow_model_server: TF Serving's JSON reader takes NaN and Infinity in a float tensor "
-          "(json_tensor: rapidjson's kParseNanAndInfFlag; json_tensor_test MultipleNamedTensor) and the model runs "
-          "on them; the predictions come back with NaN, written as TF Serving writes it. 1e999 is refused (400)"),
-    Known("tf-grpc", frozenset({"nan", "infinity"}), frozenset({"grpc OK"}),
-          "as tensorflow_model_server: a float_val may hold NaN or infinity and TF Serving runs the model on it; "
-          "the outputs hold NaN"),
+    *_as_tf_serving({"wrong-height", "wrong-width"},
+                    "TF Serving feeds the tensor to Session::Run without checking it against the signature's shape, "
+                    "and this model (convolutions, global average pooling) computes an answer for any height and "
+                    "width; a wrong rank or channel count fails in the graph ",
+                    rest="(400)", grpc="(INVALID_ARGUMENT)"),
+    *_as_tf_serving({"nan", "infinity"}, "",
+                    rest="TF Serving's JSON reader takes NaN and Infinity in a float tensor (json_tensor: rapidjson's "
+                         "kParseNanAndInfFlag; json_tensor_test MultipleNamedTensor) and the model runs on them; the "
+                         "predictions come back with NaN, written as TF Serving writes it. 1e999 is refused (400)",
+                    grpc="a float_val may hold NaN or infinity and TF Serving runs the model on it; the outputs hold "
+                         "NaN"),
     Known("tf-grpc", frozenset({"empty-batch"}), frozenset({"grpc OK"}),
           "as tensorflow_model_server: a tensor of 0 images runs and answers 0 rows (its batching checks that "
           "inputs have a batch dimension, ComputeTensorBatchSize, not that it is above 0); over REST an empty "
