@@ -147,39 +147,38 @@ def decode_tensor(key: str, proto, expected: TensorInfo | None) -> np.ndarray:
         raise InvalidArgument(f"input '{key}' is not a valid TensorProto: {exc}") from None
 
 
-# Numeric dtypes whose tensor_content is the array's bytes as they are (what tf.make_tensor_proto writes for them).
-_CONTENT_DTYPES = {types_pb2.DT_FLOAT: np.float32, types_pb2.DT_DOUBLE: np.float64, types_pb2.DT_INT32: np.int32,
-                   types_pb2.DT_INT64: np.int64, types_pb2.DT_INT16: np.int16, types_pb2.DT_INT8: np.int8,
-                   types_pb2.DT_UINT8: np.uint8, types_pb2.DT_UINT16: np.uint16, types_pb2.DT_UINT32: np.uint32,
-                   types_pb2.DT_UINT64: np.uint64, types_pb2.DT_BOOL: np.bool_}
-_CONTENT_ENUMS = {np.dtype(numpy): enum for enum, numpy in _CONTENT_DTYPES.items()}
+# The numeric dtypes read and written without TensorFlow's generic converters: TensorFlow's enum, numpy's type, and
+# the repeated field TF Serving writes values of it into. Requests: tensor_content holds the array's bytes as they
+# are (what clients' tf.make_tensor_proto sends). Responses: TF Serving writes outputs with Tensor::AsProtoField (its
+# default PredictResponseTensorSerializationOption), every value in that field and never tensor_content, so clients
+# reading float_val see them all.
+_NUMERIC = ((types_pb2.DT_FLOAT, np.float32, "float_val"), (types_pb2.DT_DOUBLE, np.float64, "double_val"),
+            (types_pb2.DT_INT32, np.int32, "int_val"), (types_pb2.DT_INT16, np.int16, "int_val"),
+            (types_pb2.DT_INT8, np.int8, "int_val"), (types_pb2.DT_UINT8, np.uint8, "int_val"),
+            (types_pb2.DT_UINT16, np.uint16, "int_val"), (types_pb2.DT_INT64, np.int64, "int64_val"),
+            (types_pb2.DT_UINT32, np.uint32, "uint32_val"), (types_pb2.DT_UINT64, np.uint64, "uint64_val"),
+            (types_pb2.DT_BOOL, np.bool_, "bool_val"))
+_NUMPY_BY_ENUM = {enum: np.dtype(numpy) for enum, numpy, _ in _NUMERIC}
+_ENUM_AND_FIELD = {np.dtype(numpy): (enum, field) for enum, numpy, field in _NUMERIC}
 
 
 def _from_tensor_content(proto, dims: list[int]) -> np.ndarray | None:
-    """The array of a numeric tensor sent as tensor_content (as clients' make_tensor_proto sends it) without
-    tf.make_ndarray's generic path (8 us against 2 us for one image); None for anything else, which goes there."""
-    numpy = _CONTENT_DTYPES.get(proto.dtype)
-    if numpy is None or len(proto.tensor_content) != math.prod(dims) * np.dtype(numpy).itemsize or not dims:
+    """The array of a numeric tensor sent as tensor_content without tf.make_ndarray's generic path (8 us against
+    2 us for one image); None for anything else (values in repeated fields, strings, scalars), which goes there."""
+    dtype = _NUMPY_BY_ENUM.get(proto.dtype)
+    if dtype is None or not dims or len(proto.tensor_content) != math.prod(dims) * dtype.itemsize:
         return None
-    return np.frombuffer(proto.tensor_content, numpy).reshape(dims).copy()
-
-
-# TF Serving writes outputs with Tensor::AsProtoField (its default PredictResponseTensorSerializationOption): every
-# value in the dtype's repeated field, never tensor_content, so clients reading float_val see them all.
-_PROTO_FIELDS = {np.dtype(np.float32): "float_val", np.dtype(np.float64): "double_val", np.dtype(np.int32): "int_val",
-                 np.dtype(np.int16): "int_val", np.dtype(np.int8): "int_val", np.dtype(np.uint8): "int_val",
-                 np.dtype(np.uint16): "int_val", np.dtype(np.int64): "int64_val", np.dtype(np.uint32): "uint32_val",
-                 np.dtype(np.uint64): "uint64_val", np.dtype(np.bool_): "bool_val"}
+    return np.frombuffer(proto.tensor_content, dtype).reshape(dims).copy()
 
 
 def tensor_proto(array: np.ndarray):
     """An output as TF Serving writes it (AsProtoField): numeric values straight into their repeated field (3 us for
     one row of probabilities, where tf.make_tensor_proto took 13 us and would pack several values into
     tensor_content); strings and other dtypes through tf.make_tensor_proto."""
-    field = _PROTO_FIELDS.get(array.dtype)
-    if field is None:
+    if array.dtype not in _ENUM_AND_FIELD:
         return tf.make_tensor_proto(array)
-    proto = tensor_pb2.TensorProto(dtype=_CONTENT_ENUMS[array.dtype])
+    enum, field = _ENUM_AND_FIELD[array.dtype]
+    proto = tensor_pb2.TensorProto(dtype=enum)
     proto.tensor_shape.dim.extend(tensor_shape_pb2.TensorShapeProto.Dim(size=size) for size in array.shape)
     getattr(proto, field).extend(array.ravel().tolist())
     return proto
