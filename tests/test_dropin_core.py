@@ -148,6 +148,8 @@ model_config_list {
      'config { name: "a" base_path: "/m/b" model_platform: "tensorflow" }', "Illegal to list model a multiple times"),
     ('config { name: "a" base_path: "/m/a" model_platform: "tensorflow" '
      'logging_config { sampling_config { sampling_rate: 1.0 } } }', "No request-logger-creator provided"),
+    ('config { name: "a" base_path: "gs://bucket/a" model_platform: "tensorflow" }', "reads local paths only"),
+    ('config { name: "a" base_path: "/m/a" model_type: OTHER }', "model_type choice 2 not supported"),
 ])
 def test_a_model_config_tf_serving_refuses_is_refused_in_its_words(tmp_path, entries, words):
     config = tmp_path / "models.config"

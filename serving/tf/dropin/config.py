@@ -62,14 +62,13 @@ def models_from_list(config_list) -> list[ModelConfig]:
     for entry in config_list.config:
         if not entry.name:
             raise ModelConfigError("every model needs a name")
-        if entry.name in {m.name for m in models}:
+        if entry.name in (m.name for m in models):
             raise ModelConfigError(f"Illegal to list model {entry.name} multiple times in config list")
-        if not entry.base_path.startswith("/") and "://" not in entry.base_path:
+        if "://" in entry.base_path:  # TF Serving would read gs:// or s3://; the drop-in has no such file systems
+            raise ModelConfigError(f"model {entry.name}: the drop-in reads local paths only, not {entry.base_path}")
+        if not entry.base_path.startswith("/"):
             raise ModelConfigError(f"Expected model {entry.name} to have an absolute path or URI; "
                                    f"got base_path()={entry.base_path}")
-        if "://" in entry.base_path:
-            raise ModelConfigError(f"model {entry.name}: the drop-in reads local paths only, "
-                                   f"not {entry.base_path}")
         _check_platform(entry)
         if entry.HasField("logging_config"):  # the open-source server has no request logger to give it to
             raise ModelConfigError(f"model {entry.name}: logging_config: No request-logger-creator provided.")
