@@ -444,3 +444,12 @@ def test_classify_and_regress_write_nan_results_as_tf_serving_does(tmp_path):
         body = f'{{"signature_name": "{signature}", "examples": [{{"x": NaN}}, {{"x": 2.0}}]}}'.encode()
         response = api.dispatch("POST", f"/v1/models/hp2:{verb}", body)
         assert response.status == 200 and expected in response.body, response.body
+
+
+def test_non_finite_outputs_keep_the_other_values_in_their_own_precision():
+    """A row holding NaN is written by hand; its other float32 values must still read as float32 writes them
+    (0.2, not 0.20000000298023224), in row and columnar format alike."""
+    outputs = {"y": np.array([[0.2, np.nan, -np.inf], [1.5, np.inf, 0.1]], np.float32)}
+    assert dumps(encode_rows(outputs)) == b"[[0.2,NaN,-Infinity],[1.5,Infinity,0.1]]"
+    assert dumps(encode_columns({"y": np.float32(np.nan)})) == b"NaN"
+    assert dumps(classification_json([[("a", float("nan")), ("b", 0.5)]])) == b'[[["a",NaN],["b",0.5]]]'

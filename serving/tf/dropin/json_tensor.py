@@ -62,7 +62,7 @@ def parse_request_body(body: bytes) -> dict:
 
 def _finite_double(text: str) -> float:
     value = float(text)
-    if value in (float("inf"), float("-inf")):  # Python reads 1e999 as infinity; rapidjson refuses it
+    if math.isinf(value):  # Python reads 1e999 as infinity; rapidjson refuses it
         raise InvalidArgument(f"JSON Parse error: Number too big to be stored in double: {text[:40]}")
     return value
 
@@ -375,11 +375,17 @@ def _with_non_finite(array: np.ndarray) -> Any:
 def _float_text(array: np.ndarray) -> bytes:
     if array.ndim > 0:
         return b"[" + b",".join(_float_text(item) for item in array) + b"]"
-    if np.isnan(array):
+    return _number_text(array[()])
+
+
+def _number_text(value: float) -> bytes:
+    """One float as TF Serving's WriteDecimal writes it: NaN, Infinity, -Infinity, or the number (numpy scalars in
+    their own precision, as orjson writes them)."""
+    if math.isnan(value):
         return b"NaN"
-    if np.isinf(array):
-        return b"-Infinity" if array < 0 else b"Infinity"
-    return orjson.dumps(array[()], option=orjson.OPT_SERIALIZE_NUMPY)
+    if math.isinf(value):
+        return b"-Infinity" if value < 0 else b"Infinity"
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def _strings_to_json(value: Any, as_b64: bool) -> Any:
@@ -407,7 +413,7 @@ def regression_json(results: list[float]) -> list:
 
 def json_number(value: float) -> Any:
     """A float as dumps() should write it: NaN and infinities as TF Serving's tokens, not orjson's null."""
-    return value if math.isfinite(value) else orjson.Fragment(_float_text(np.float64(value)))
+    return value if math.isfinite(value) else orjson.Fragment(_number_text(value))
 
 
 def metadata_json(signature_defs: dict) -> dict:
