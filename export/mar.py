@@ -18,6 +18,7 @@ from common.paths import REPO_ROOT
 # The handler and codec TorchServe runs are packed into the .mar as files; export does not import serving.
 HANDLER = REPO_ROOT / "serving" / "torch" / "handler.py"
 CODEC = REPO_ROOT / "serving" / "rest_codec.py"
+NUMERIC_JSON = REPO_ROOT / "serving" / "tf" / "dropin" / "numeric_json.py"  # the codec's JSON -> array fast path
 PROGRAM_FILE = "model.pt2"
 META_FILE = "model_meta.json"
 
@@ -49,14 +50,14 @@ def _archiver() -> str:
 
 
 def build_mar(program: Path, meta: dict[str, Any], model_name: str, version: str, out_dir: Path) -> Path:
-    """Pack program + handler + codec + metadata into out_dir/<model_name>.mar."""
+    """Pack program + handler + codec (rest_codec.py, numeric_json.py) + metadata into out_dir/<model_name>.mar."""
     work = program.parent
     meta_file = work / META_FILE
     meta_file.write_text(json.dumps({**meta, "program_file": PROGRAM_FILE}, indent=2), encoding="utf-8")
-    codec = shutil.copy(CODEC, work / CODEC.name)
+    extra = [meta_file] + [shutil.copy(source, work / source.name) for source in (CODEC, NUMERIC_JSON)]
     command = [_archiver(), "--model-name", model_name, "--version", version,
                "--serialized-file", str(program), "--handler", str(HANDLER),
-               "--extra-files", f"{meta_file},{codec}", "--export-path", str(out_dir), "--force"]
+               "--extra-files", ",".join(map(str, extra)), "--export-path", str(out_dir), "--force"]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"torch-model-archiver failed: {done.stderr.strip() or done.stdout.strip()}")

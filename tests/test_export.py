@@ -84,7 +84,7 @@ def test_mar_holds_an_exported_program_and_no_pickles(artifacts):
         names = set(archive.namelist())
         manifest = json.loads(archive.read("MAR-INF/MANIFEST.json"))
         meta = json.loads(archive.read("model_meta.json"))
-    assert {"model.pt2", "handler.py", "rest_codec.py", "model_meta.json"} <= names
+    assert {"model.pt2", "handler.py", "rest_codec.py", "numeric_json.py", "model_meta.json"} <= names
     assert not [n for n in names if n.endswith((".pkl", ".pth", ".pickle"))]
     assert manifest["model"]["handler"] == "handler.py"
     assert meta["input_shape"] == [32, 32, 1] and meta["labels"] == [str(d) for d in range(10)]

@@ -14,13 +14,14 @@ import base64
 import binascii
 import json
 import math
-from itertools import chain
 from typing import Any
 
 import numpy as np
 import orjson
 
+from serving.tf.dropin import numeric_json
 from serving.tf.dropin.errors import InvalidArgument
+from serving.tf.dropin.numeric_json import numeric_array
 from serving.tf.dropin.servable import TensorInfo
 
 _INT64 = np.iinfo(np.int64)
@@ -46,11 +47,15 @@ def dumps(payload: Any) -> bytes:
 # -- request bodies ---------------------------------------------------------------------------------------------------
 
 def parse_request_body(body: bytes) -> dict:
-    """The body as a JSON object. orjson first (fast, strict); what it refuses goes to the standard library, which,
-    as TF Serving's parser (rapidjson with kParseNanAndInfFlag), also reads NaN, Infinity and -Infinity, refuses a
-    number too big for a double (1e999), and words its errors."""
+    """The body as a JSON object. A body that is one array of numbers under "instances" or "inputs" comes back with
+    that array already an ndarray (numeric_json); any other goes to orjson (fast, strict), and what orjson refuses
+    to the standard library, which, as TF Serving's parser (rapidjson with kParseNanAndInfFlag), also reads NaN,
+    Infinity and -Infinity, refuses a number too big for a double (1e999), and words its errors."""
     if not body.strip():
         raise InvalidArgument("JSON Parse error: The document is empty")
+    request = numeric_json.loads_with_array(body, ("instances", "inputs"))  # the common body, its tensor an ndarray
+    if request is not None:
+        return request
     try:
         request = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -105,9 +110,9 @@ def _is_named(value: Any) -> bool:
 
 def decode_instances(instances: Any, infos: dict[str, TensorInfo]) -> dict[str, np.ndarray]:
     """Row format: one list entry per example, either a value (one input) or an object keyed by input name."""
-    if not isinstance(instances, list):
+    if not isinstance(instances, (list, np.ndarray)):
         raise InvalidArgument("Excepting 'instances' to be an list/array")
-    if not instances:
+    if not len(instances):
         raise InvalidArgument("No values in 'instances' array")
     if not infos:
         raise InvalidArgument("Failed to get input map for signature")
@@ -115,7 +120,7 @@ def decode_instances(instances: Any, infos: dict[str, TensorInfo]) -> dict[str, 
         if len(infos) > 1:
             raise InvalidArgument("instances is a plain list, but expecting list of objects as multiple input tensors "
                                   f"required as per tensorinfo_map: {sorted(infos)}")
-        for index, item in enumerate(instances):
+        for index, item in enumerate(instances if isinstance(instances, list) else ()):  # an ndarray: numbers only
             if _is_named(item):
                 raise InvalidArgument(f"Expecting value/list but got object at item {index} of input list")
         ((key, info),) = infos.items()
@@ -158,9 +163,9 @@ def to_array(value: Any, info: TensorInfo, name: str) -> np.ndarray:
     so "1.5" never becomes a float and 1.5 never silently becomes an int."""
     kind = info.dtype.kind
     if kind in "OSU":
-        return _string_array(value, name)
+        return _string_array(value.tolist() if isinstance(value, np.ndarray) else value, name)
     try:
-        array, booleans = _numeric_array(value)
+        array, booleans = numeric_array(value)
     except (ValueError, OverflowError) as exc:
         raise InvalidArgument(f"input '{name}' is not a rectangular array of numbers (ragged lists, or lists mixed "
                               f"with scalars): {exc}") from None
@@ -179,28 +184,6 @@ def to_array(value: Any, info: TensorInfo, name: str) -> np.ndarray:
         raise InvalidArgument(f"input '{name}' expects {_dt_name(info.dtype)} values but the JSON holds "
                               f"{_json_kind(array)}")
     return array.astype(info.dtype, copy=False)
-
-
-def _numeric_array(value: Any) -> tuple[np.ndarray, bool]:
-    """np.asarray(value), faster for the nested lists of an image: a rectangular list is flattened level by level
-    (C loops), so numpy converts one flat list instead of discovering the shape of thousands of small ones. Ragged
-    or mixed lists take np.asarray's own path, which words the error.
-
-    Also whether a JSON boolean sits among the leaves: numpy turns [0.5, true] into [0.5, 1.0] without a word. The
-    scan is a C loop over the flat list (for 32 images of 32x32, about as long as np.array takes over that list).
-
-    Its twin is serving/rest_codec.py's _numeric_array (TorchServe's handler): see there why it stands twice."""
-    shape, level = [], [value]
-    while level and type(level[0]) is list:
-        width = len(level[0])
-        if any(type(item) is not list or len(item) != width for item in level):
-            return np.asarray(value), False
-        shape.append(width)
-        level = list(chain.from_iterable(level))
-    array = np.array(level)
-    if array.dtype.kind == "O" or array.ndim != 1:  # a list among the leaves: ragged below the first elements
-        return np.asarray(value), False
-    return array.reshape(shape), array.dtype.kind != "b" and bool in set(map(type, level))
 
 
 def _fits(array: np.ndarray, dtype: np.dtype) -> bool:
