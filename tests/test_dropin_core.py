@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -111,6 +112,19 @@ def test_batching_merges_concurrent_requests(savedmodel_versions, expected, tmp_
     assert stats.requests == 16 and stats.batches < 16 and stats.largest_batch_requests > 1
     for index, outputs in enumerate(results):  # each caller got its own row back
         assert np.abs(outputs["probabilities"][0] - expected[1][index % 4]).max() <= 1e-5
+
+
+def test_a_request_past_its_deadline_is_left_out_of_its_batch(savedmodel_versions, tmp_path):
+    """It is answered DEADLINE_EXCEEDED at its deadline, and its batch, when it runs, runs without it."""
+    from serving.tf.dropin.config import BatchingParameters
+    from serving.tf.dropin.errors import DeadlineExceeded
+
+    _, core = _core_serving_version_1(savedmodel_versions, tmp_path, BatchingParameters(batch_timeout_micros=300_000))
+    with pytest.raises(DeadlineExceeded, match="waiting for the request's batch"):
+        core.predict(ModelRef("tiny"), {"images": IMAGES[:1]}, deadline=time.monotonic() + 0.05)
+    time.sleep(0.6)  # past the batch's timeout: it has closed
+    assert (core.batcher.stats.requests, core.batcher.stats.batches) == (0, 0)
+    assert core.predict(ModelRef("tiny"), {"images": IMAGES[:1]})[1]["probabilities"].shape == (1, 10)
 
 
 def test_batching_refuses_a_request_larger_than_max_batch_size(savedmodel_versions, tmp_path):

@@ -7,6 +7,7 @@ import http.client
 import json
 import socket
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -373,6 +374,47 @@ def test_request_timeout_answers_504_deadline_exceeded(savedmodel_versions, tmp_
         _assert_still_serving(fast.port, references)
     finally:
         fast.shutdown()
+
+
+def test_predicts_wait_for_their_batch_without_holding_a_rest_thread(savedmodel_versions, tmp_path, references):
+    """With one REST thread, four concurrent predicts still form one batch: they wait on the event loop, not on the
+    pool (where each would wait out the batch timeout alone)."""
+    base = savedmodel_versions.copy_to(tmp_path / "tiny", 2)
+    batching = BatchingParameters(max_batch_size=32, batch_timeout_micros=1_000_000)
+    core = DropInCore([ModelConfig("tiny", base)], batching=batching)
+    core.poll()
+    server = _serve(core, num_threads=1)
+    results, barrier = [None] * 4, threading.Barrier(4)
+
+    def client(index: int) -> None:
+        barrier.wait()
+        results[index] = _json(server.port, "POST", "/v1/models/tiny:predict", {"instances": IMAGES[:1].tolist()})
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        server.shutdown()
+    assert all(status == 200 and _max_delta(a["predictions"], references[2][:1]) <= 1e-5 for status, a in results)
+    assert (core.batcher.stats.batches, core.batcher.stats.largest_batch_requests) == (1, 4)
+
+
+def test_a_rest_request_past_its_deadline_is_left_out_of_its_batch(savedmodel_versions, tmp_path):
+    base = savedmodel_versions.copy_to(tmp_path / "tiny", 2)
+    core = DropInCore([ModelConfig("tiny", base)], batching=BatchingParameters(batch_timeout_micros=300_000))
+    core.poll()
+    server = _serve(core, timeout_ms=50)
+    try:
+        status, answer = _json(server.port, "POST", "/v1/models/tiny:predict", {"instances": IMAGES[:1].tolist()})
+        time.sleep(0.6)  # past the batch's timeout: it has closed
+    finally:
+        server.shutdown()
+    assert status == 504 and "Deadline exceeded" in answer["error"]
+    assert (core.batcher.stats.requests, core.batcher.stats.batches) == (0, 0)
+    assert "DEADLINE_EXCEEDED" in core.metrics_text()  # counted under its outcome
 
 
 # -- the translation functions on what the tiny model cannot exercise -------------------------------------------------

@@ -38,6 +38,9 @@ class FakeApi:
             with self._lock:
                 self.running -= 1
 
+    async def dispatch_async(self, method: str, raw_path: str, body: bytes, run_blocking) -> Response:
+        return await run_blocking(self.dispatch, method, raw_path, body)  # as RestApi does with what does not batch
+
     def _answer(self, method: str, raw_path: str, body: bytes) -> Response:
         path = raw_path.split("?", 1)[0]
         if path == "/slow":

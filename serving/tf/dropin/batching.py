@@ -3,11 +3,14 @@
 A request waits at most batch_timeout_micros for others to join it; a batch
 closes when adding the next request would pass max_batch_size. At most
 max_enqueued_batches batches wait; beyond that a request is refused
-(UNAVAILABLE), as TF Serving does. num_batch_threads threads run batches.
+(UNAVAILABLE), as TF Serving does. num_batch_threads threads run batches. A
+request whose deadline passes before its batch runs is answered DEADLINE_EXCEEDED
+and left out of the batch.
 """
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import queue
 import threading
@@ -123,6 +126,9 @@ class BatchScheduler:
             self._run(batch)
 
     def _run(self, batch: list[_Task]) -> None:
+        batch = [task for task in batch if task.future.set_running_or_notify_cancel()]  # not those given up on
+        if not batch:
+            return
         self.stats.record_batch(batch, time.monotonic())
         try:
             merged = {key: np.concatenate([t.inputs[key] for t in batch]) for key in batch[0].inputs}
@@ -137,6 +143,13 @@ class BatchScheduler:
             start += task.rows
 
 
+_LATE = "Deadline exceeded waiting for the request's batch to run"
+
+
+def _seconds_left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
 class Batcher:
     """Routes runs through a BatchScheduler per servable and signature."""
 
@@ -146,19 +159,34 @@ class Batcher:
         self._schedulers: dict[tuple[int, str], BatchScheduler] = {}
         self._lock = threading.Lock()
 
-    def run(self, servable: Servable, signature: str, inputs: dict[str, np.ndarray],
-            deadline: float | None) -> dict[str, np.ndarray]:
-        """The request's rows of its batch's outputs; DeadlineExceeded if the batch has not run by `deadline`."""
+    def submit(self, servable: Servable, signature: str, inputs: dict[str, np.ndarray]) -> Future:
+        """Queue a request; the future is its rows of its batch's outputs. Cancelling it before its batch runs takes
+        it out of the batch."""
         key = (id(servable), signature)
         with self._lock:
             scheduler = self._schedulers.get(key)
             if scheduler is None or scheduler.servable is not servable:
                 scheduler = self._schedulers[key] = BatchScheduler(servable, signature, self.params, self.stats)
-        future = scheduler.submit(inputs)
+        return scheduler.submit(inputs)
+
+    def run(self, servable: Servable, signature: str, inputs: dict[str, np.ndarray],
+            deadline: float | None) -> dict[str, np.ndarray]:
+        """The request's rows of its batch's outputs; DeadlineExceeded if the batch has not run by `deadline`."""
+        future = self.submit(servable, signature, inputs)
         try:
-            return future.result(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+            return future.result(timeout=_seconds_left(deadline))
         except concurrent.futures.TimeoutError:
-            raise DeadlineExceeded("Deadline exceeded waiting for the request's batch to run") from None
+            future.cancel()
+            raise DeadlineExceeded(_LATE) from None
+
+    async def run_async(self, servable: Servable, signature: str, inputs: dict[str, np.ndarray],
+                        deadline: float | None) -> dict[str, np.ndarray]:
+        """run() for a caller on an event loop: it waits for the batch without holding a thread."""
+        future = self.submit(servable, signature, inputs)
+        try:  # on time-out wait_for cancels the wrapper, and the wrapper the request's future
+            return await asyncio.wait_for(asyncio.wrap_future(future), _seconds_left(deadline))
+        except TimeoutError:
+            raise DeadlineExceeded(_LATE) from None
 
     def forget(self, servable: Servable) -> None:
         """Stop the schedulers of an unloaded servable."""

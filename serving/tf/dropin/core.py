@@ -12,7 +12,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -45,6 +48,8 @@ CLASSES, SCORES, REGRESS_OUTPUTS = "classes", "scores", "outputs"
 # One classification: (label, score) per class; TF Serving leaves an absent label "" and an absent score 0.
 Classification = list[tuple[str, float]]
 log = logging.getLogger("tf-serving-dropin")
+# How an event loop runs a blocking call: run_blocking(function, *args) -> awaitable of its result.
+RunBlocking = Callable[..., Awaitable[Any]]
 
 
 @dataclass
@@ -179,39 +184,67 @@ class DropInCore:
         """Run a signature; returns the servable that answered (for its version) and the outputs.
 
         `deadline` is a time.monotonic() value: the request's own (gRPC deadline or --rest_api_timeout_in_ms)."""
-        return self._counted(ref, "predict", lambda: self.run_predict(ref, inputs, output_filter or [], deadline))
+        with self._counting(ref, "predict"):
+            return self.run_predict(ref, inputs, output_filter or [], deadline)
+
+    async def predict_async(self, ref: ModelRef, inputs: dict[str, np.ndarray], output_filter: list[str] | None,
+                            deadline: float | None, *,
+                            run_blocking: RunBlocking) -> tuple[Servable, dict[str, np.ndarray]]:
+        """predict() for a caller on an event loop: a request the batcher takes waits for its batch without holding a
+        thread; any other runs on `run_blocking(function, *args)` (loop.run_in_executor with the caller's pool)."""
+        output_filter = output_filter or []
+        with self._counting(ref, "predict"):
+            servable, signature, checked = self._checked(ref, inputs, output_filter)
+            if not self._batches(signature, checked):
+                return await run_blocking(self.run_predict, ref, inputs, output_filter, deadline, servable)
+            try:
+                outputs = await self.batcher.run_async(servable, ref.signature, checked, deadline)
+            except InvalidArgument as exc:
+                raise _with_shape_hint(signature, checked, exc) from None
+            return servable, _filtered(outputs, output_filter)
 
     def run_predict(self, ref: ModelRef, inputs: dict[str, np.ndarray], output_filter: list[str],
                     deadline: float | None, servable: Servable | None = None) -> tuple[Servable, dict[str, np.ndarray]]:
         """predict() uncounted, on the servable `ref` names or on the one given (a version warming up)."""
+        servable, signature, checked = self._checked(ref, inputs, output_filter, servable)
+        try:
+            if self._batches(signature, checked):
+                outputs = self.batcher.run(servable, ref.signature, checked, deadline)
+            else:
+                outputs = servable.run(ref.signature, checked, output_filter, deadline)
+        except InvalidArgument as exc:
+            raise _with_shape_hint(signature, checked, exc) from None
+        return servable, _filtered(outputs, output_filter)
+
+    def _checked(self, ref: ModelRef, inputs: dict[str, np.ndarray], output_filter: list[str],
+                 servable: Servable | None = None) -> tuple[Servable, Signature, dict[str, np.ndarray]]:
+        """The servable and signature a predict runs, and its inputs, after TF Serving's checks."""
         if servable is None:
             servable, signature = self.resolve(ref)
         else:
             signature = servable.signature(ref.signature)
         checked = check_inputs(ref.signature, signature, inputs)
         _check_output_filter(output_filter, signature)
-        try:
-            if self.batcher and _batchable(signature, checked):
-                outputs = self.batcher.run(servable, ref.signature, checked, deadline)
-                return servable, {k: outputs[k] for k in output_filter} if output_filter else outputs
-            return servable, servable.run(ref.signature, checked, output_filter, deadline)
-        except InvalidArgument as exc:  # TensorFlow's message, led by which input misfits the signature, if any
-            hint = shape_hint(signature, checked)
-            raise InvalidArgument(f"{hint}: {exc}" if hint else str(exc)) from None
+        return servable, signature, checked
+
+    def _batches(self, signature: Signature, inputs: dict[str, np.ndarray]) -> bool:
+        return self.batcher is not None and _batchable(signature, inputs)
 
     # -- classify, regress, multi-inference on serialized tf.Examples ----------------------
     def classify(self, ref: ModelRef, examples: list[bytes],
                  deadline: float | None = None) -> tuple[Servable, list[Classification]]:
         """Run a classification signature: one list of (label, score) per example."""
         task = InferenceTask(ref, CLASSIFY_METHOD)
-        servable, (result,) = self._counted(ref, "classify", lambda: self.run_inference([task], examples, deadline))
+        with self._counting(ref, "classify"):
+            servable, (result,) = self.run_inference([task], examples, deadline)
         return servable, result.classifications
 
     def regress(self, ref: ModelRef, examples: list[bytes],
                 deadline: float | None = None) -> tuple[Servable, list[float]]:
         """Run a regression signature: one value per example."""
         task = InferenceTask(ref, REGRESS_METHOD)
-        servable, (result,) = self._counted(ref, "regress", lambda: self.run_inference([task], examples, deadline))
+        with self._counting(ref, "regress"):
+            servable, (result,) = self.run_inference([task], examples, deadline)
         return servable, result.regressions
 
     def multi_inference(self, tasks: list[InferenceTask], examples: list[bytes],
@@ -219,7 +252,8 @@ class DropInCore:
         """Several classify/regress signatures of one model on the same examples (TF Serving's MultiInference):
         every task must name the same model, and no signature twice."""
         name = tasks[0].ref.name if tasks else ""
-        return self._counted(ModelRef(name), "multi_inference", lambda: self.run_inference(tasks, examples, deadline))
+        with self._counting(ModelRef(name), "multi_inference"):
+            return self.run_inference(tasks, examples, deadline)
 
     def run_inference(self, tasks: list[InferenceTask], examples: list[bytes], deadline: float | None,
                       servable: Servable | None = None) -> tuple[Servable, list[TaskResult]]:
@@ -271,11 +305,13 @@ class DropInCore:
         return EXAMPLES_INPUT, wanted
 
     # -- bookkeeping ----------------------------------------------------------------------
-    def _counted(self, ref: ModelRef, api: str, call):
+    @contextmanager
+    def _counting(self, ref: ModelRef, api: str) -> Iterator[None]:
+        """Count the request and its latency in the metrics under its outcome: OK, its error code, or INTERNAL."""
         started = time.perf_counter()
         status = "OK"
         try:
-            return call()
+            yield
         except ServingError as exc:
             status = exc.code
             raise
@@ -307,6 +343,16 @@ def _batchable(signature: Signature, inputs: dict[str, np.ndarray]) -> bool:
         if not shape or shape[0] != -1 or -1 in shape[1:] or not signature.inputs[key].accepts(array.shape):
             return False
     return True
+
+
+def _filtered(outputs: dict[str, np.ndarray], output_filter: list[str]) -> dict[str, np.ndarray]:
+    return {key: outputs[key] for key in output_filter} if output_filter else outputs
+
+
+def _with_shape_hint(signature: Signature, inputs: dict[str, np.ndarray], exc: InvalidArgument) -> InvalidArgument:
+    """TensorFlow's message, led by which input misfits the signature, if any."""
+    hint = shape_hint(signature, inputs)
+    return InvalidArgument(f"{hint}: {exc}" if hint else str(exc))
 
 
 def _check_output_filter(wanted: list[str], signature: Signature) -> None:

@@ -1,8 +1,9 @@
 """The REST front end's HTTP server: moves bytes between keep-alive connections and an api's dispatch().
 
-`api` is anything with `dispatch(method, raw_path, body) -> Response` (rest_api.RestApi). The event loop runs
-in a daemon thread of its own; dispatch blocks (TensorFlow, the batching queue), so it runs on a thread pool of
-`--rest_api_num_threads` threads and never on the loop. Every response has a Content-Length, Content-Type,
+`api` is anything with `async dispatch_async(method, raw_path, body, run_blocking) -> Response`
+(rest_api.RestApi). The event loop runs in a daemon thread of its own; what blocks (TensorFlow, a request that does
+not batch) runs through run_blocking on a thread pool of `--rest_api_num_threads` threads, never on the loop, and a
+batched predict waits for its batch on the loop without a thread. Every response has a Content-Length, Content-Type,
 `Server: SERVER_IDENTITY` and `X-Served-By: SERVER_NAME`; errors are JSON `{"error": "..."}`.
 """
 
@@ -208,6 +209,10 @@ class RestServer:
 
     # -- one request ---------------------------------------------------------------------------------------------------
 
+    def _run_blocking(self, function: Any, *args: Any) -> asyncio.Future:
+        """What may block (TensorFlow, a model's metadata) runs on the --rest_api_num_threads pool, not the loop."""
+        return self._loop.run_in_executor(self._executor, function, *args)
+
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
             body = await self._read_body(request)
@@ -215,8 +220,7 @@ class RestServer:
             return await self._refuse(request, refused)
         method = "GET" if request.method == "HEAD" else request.method  # HEAD: GET's headers; aiohttp drops the body
         try:
-            response = await self._loop.run_in_executor(self._executor, self._api.dispatch, method,
-                                                         request.raw_path, body)
+            response = await self._api.dispatch_async(method, request.raw_path, body, self._run_blocking)
         except RuntimeError as exc:  # the pool is shut down: the server is stopping
             response = error_response(503, f"Server is shutting down: {exc}")
         except Exception as exc:  # dispatch is not supposed to raise; a bug must cost one request, not the server
