@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+# Before any test module imports TensorFlow: the drop-in's package sets TF_ENABLE_ONEDNN_OPTS=0 at import, which
+# TensorFlow reads once. Tests run the drop-in's code in this process, and oneDNN's kernels abort the whole process
+# on some malformed inputs (README); without this, whether they are on depends on which module is collected first.
+import serving.tf.dropin  # noqa: F401, I001
 from common.paths import REPO_ROOT, ArtifactPaths
 from serving.config import PORT_VARIABLES
 

@@ -127,6 +127,30 @@ def test_a_request_past_its_deadline_is_left_out_of_its_batch(savedmodel_version
     assert core.predict(ModelRef("tiny"), {"images": IMAGES[:1]})[1]["probabilities"].shape == (1, 10)
 
 
+def test_a_cancelled_async_predict_is_counted_as_cancelled_and_left_out_of_its_batch(savedmodel_versions, tmp_path):
+    """The REST front end awaits predict_async on its event loop; a task cancelled there takes its request out."""
+    import asyncio
+
+    from serving.tf.dropin.config import BatchingParameters
+
+    _, core = _core_serving_version_1(savedmodel_versions, tmp_path, BatchingParameters(batch_timeout_micros=300_000))
+
+    async def cancel_one() -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.create_task(core.predict_async(
+            ModelRef("tiny"), {"images": IMAGES[:1]}, None, None,
+            run_blocking=lambda function, *args: loop.run_in_executor(None, function, *args)))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_one())
+    time.sleep(0.6)  # past the batch's timeout: it has closed
+    assert (core.batcher.stats.requests, core.batcher.stats.batches) == (0, 0)
+    assert 'status="CANCELLED"} 1' in core.metrics_text()
+
+
 def test_batching_refuses_a_request_larger_than_max_batch_size(savedmodel_versions, tmp_path):
     from serving.tf.dropin.config import BatchingParameters
 

@@ -1,7 +1,7 @@
 """TorchServe handler: TF Serving's REST body in, {"predictions": [...]} out.
 
 Packed into the .mar with model.pt2 (a torch.export program: no pickled
-Python classes), model_meta.json and rest_codec.py. TorchServe hands it a
+Python classes), model_meta.json, rest_codec.py and numeric_json.py. TorchServe hands it a
 batch of requests; each is validated on its own, so one bad request gets a 400
 with a message while the good ones in the same batch are answered.
 """

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import queue
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -81,7 +81,12 @@ class BatchScheduler:
     def __init__(self, servable: Servable, signature: str, params: BatchingParameters, stats: BatchStats) -> None:
         self.servable, self.signature, self.params, self.stats = servable, signature, params, stats
         # Queue capacity in requests: each waiting batch can hold up to max_batch_size rows.
-        self._queue: queue.Queue[_Task | None] = queue.Queue(params.max_enqueued_batches * params.max_batch_size)
+        self._capacity = params.max_enqueued_batches * params.max_batch_size
+        self._timeout_s = params.batch_timeout_micros / 1e6
+        self._pending: deque[_Task] = deque()
+        self._pending_rows = 0
+        self._stopped = False
+        self._changed = threading.Condition()
         self._threads = [threading.Thread(target=self._loop, daemon=True, name=f"batch-{servable.name}-{i}")
                          for i in range(params.num_batch_threads)]
         for thread in self._threads:
@@ -93,37 +98,49 @@ class BatchScheduler:
             raise InvalidArgument(f"Task size {rows} is larger than maximum batch size {self.params.max_batch_size}")
         task = _Task(inputs, rows)
         self.stats.record_input(rows)
-        try:
-            self._queue.put_nowait(task)
-        except queue.Full:
-            raise Unavailable("The batch scheduling queue to which this task was submitted is full") from None
+        with self._changed:
+            if len(self._pending) >= self._capacity:
+                raise Unavailable("The batch scheduling queue to which this task was submitted is full")
+            self._pending.append(task)
+            self._pending_rows += rows
+            # A batch thread is woken for the batch's first request and when the batch is full, not for each request
+            # between: on one core each wake-up is a thread switch the requests pay for.
+            if len(self._pending) == 1 or self._pending_rows >= self.params.max_batch_size:
+                self._changed.notify()
         return task.future
 
     def stop(self) -> None:
-        for _ in self._threads:
-            self._queue.put(None)
+        """The batch threads run what is queued, then end."""
+        with self._changed:
+            self._stopped = True
+            self._changed.notify_all()
 
     def _loop(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch, rows = [first], first.rows
-            deadline = time.monotonic() + self.params.batch_timeout_micros / 1e6
-            while rows < self.params.max_batch_size:
-                try:
-                    task = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if task is None:
-                    self._queue.put(None)
-                    break
-                if rows + task.rows > self.params.max_batch_size:
-                    self._run([task])  # does not fit: run it on its own rather than reorder the queue
+        while (batch := self._next_batch()) is not None:
+            self._run(batch)
+
+    def _next_batch(self) -> list[_Task] | None:
+        """The next batch, once it is full or its first request has waited batch_timeout_micros; None to stop."""
+        with self._changed:
+            while not (self._pending and (self._pending_rows >= self.params.max_batch_size or self._stopped)):
+                if not self._pending:
+                    if self._stopped:
+                        return None
+                    self._changed.wait()
                     continue
+                left = self._pending[0].enqueued + self._timeout_s - time.monotonic()
+                if left <= 0:
+                    break
+                self._changed.wait(left)
+            batch, rows = [], 0
+            while self._pending and rows + self._pending[0].rows <= self.params.max_batch_size:
+                task = self._pending.popleft()
                 batch.append(task)
                 rows += task.rows
-            self._run(batch)
+            self._pending_rows -= rows
+            if self._pending:  # the rest opens the next batch, which another batch thread may take
+                self._changed.notify()
+            return batch
 
     def _run(self, batch: list[_Task]) -> None:
         batch = [task for task in batch if task.future.set_running_or_notify_cancel()]  # not those given up on

@@ -307,7 +307,8 @@ class DropInCore:
     # -- bookkeeping ----------------------------------------------------------------------
     @contextmanager
     def _counting(self, ref: ModelRef, api: str) -> Iterator[None]:
-        """Count the request and its latency in the metrics under its outcome: OK, its error code, or INTERNAL."""
+        """Count the request and its latency in the metrics under its outcome: OK, its error code, INTERNAL (a bug)
+        or CANCELLED."""
         started = time.perf_counter()
         status = "OK"
         try:
@@ -317,6 +318,9 @@ class DropInCore:
             raise
         except Exception:  # a bug: a failure, not an OK request
             status = "INTERNAL"
+            raise
+        except BaseException:  # the caller gave up: its event loop cancelled the request's task
+            status = "CANCELLED"
             raise
         finally:
             self.metrics.observe(ref.name, api, status, time.perf_counter() - started)
