@@ -59,6 +59,7 @@ def test_a_rectangular_array_of_numbers_comes_back_as_the_ordinary_parse_makes_i
     b'{"examples": [1]}',  # not a tensor key
     b'[1, 2]',  # not an object
     b'{"instances": "\\u0000numeric-array\\u0000", "x": [1]}',  # a client's own string equal to the placeholder
+    b'{"instances": "\\u0000numeric-array\\u0000", "x": {"y": [1]}}',
     b'{"instances": ' + b"[" * 33 + b"1" + b"]" * 33 + b"}",  # deeper than the fast path goes
     b'{"instances": [1]',  # truncated
 ])

@@ -35,6 +35,7 @@ _ARRAY_BYTES = _NUMBER_BYTES + b"[],"
 # between others' quotes if the array text was inside a string, which is never valid JSON: such bodies fall back.
 _PLACEHOLDER = b'"\\u0000numeric-array\\u0000"'
 _PLACEHOLDER_VALUE = "\x00numeric-array\x00"
+_NUL = b"\\u0000"  # the only way JSON can write a NUL into a string
 # Deeper arrays take the ordinary parser, which refuses nesting beyond its own limit in its own words.
 _MAX_DEPTH = 32
 
@@ -51,7 +52,7 @@ def loads_with_array(body: bytes, keys: tuple[str, ...]) -> dict | None:
     array, ragged or empty lists, numbers too big for a double, two arrays, invalid JSON.
     """
     start, end = body.find(b"["), body.rfind(b"]") + 1
-    if start < 0 or end <= start:
+    if start < 0 or end <= start or _NUL in body:  # a client's own "\u0000..." string could pass for the placeholder
         return None
     text = body[start:end]
     if text.translate(None, _ARRAY_BYTES):  # something other than numbers and brackets: strings, true, {...}
@@ -71,11 +72,10 @@ def loads_with_array(body: bytes, keys: tuple[str, ...]) -> dict | None:
 
 
 def _key_holding_placeholder(request: Any, keys: tuple[str, ...]) -> str | None:
+    """Which of `keys` the array was the value of (the placeholder is the body's only string holding a NUL)."""
     if not isinstance(request, dict):
         return None
-    found = [key for key in keys if request.get(key) == _PLACEHOLDER_VALUE]
-    others = [value for key, value in request.items() if key not in found and value == _PLACEHOLDER_VALUE]
-    return found[0] if len(found) == 1 and not others else None  # a client's own string equal to the placeholder
+    return next((key for key in keys if request.get(key) == _PLACEHOLDER_VALUE), None)
 
 
 def _rectangular_numbers(text: bytes) -> np.ndarray | None:
