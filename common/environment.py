@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 from importlib import metadata
+from pathlib import Path
 
 from common.cpus import PINNING_AVAILABLE, available_cpus
+from common.paths import REPO_ROOT
 
 # The packages whose versions can change a number this project reports.
 TRACKED_PACKAGES = (
@@ -33,6 +36,22 @@ def package_versions(names: tuple[str, ...] | list[str] = TRACKED_PACKAGES) -> d
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def source_revision(root: Path = REPO_ROOT) -> str | None:
+    """The commit the code was run from, with "+changes" when tracked files differ from it; None outside git."""
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return None
+    changes = git("status", "--porcelain", "--untracked-files=no")
+    return f"{commit}+changes" if changes else commit
 
 
 def cpu_model() -> str:

@@ -24,7 +24,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 
-from common.environment import host_record, package_versions
+from common.environment import host_record, package_versions, source_revision
 from common.errors import OneLineArgumentParser, UsageError, run_cli
 from common.fsutil import write_results_file
 from common.paths import REPO_ROOT, ArtifactPaths, default_artifacts_root
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {"kind": "bench-dropin", "created": datetime.now(UTC).isoformat(timespec="seconds"),
               "server": "tf-serving-dropin (not the official binary) and TorchServe (native)",
               "users": args.users, "repeats": args.repeats, "duration_s": args.duration, "warmup_s": args.warmup,
-              "host": host_record(), "packages": package_versions(), "models": {}}
+              "host": host_record(), "packages": package_versions(), "source": source_revision(), "models": {}}
     for model in models:
         summaries = measure_model(paths, model, args)
         table = aggregate(summaries)

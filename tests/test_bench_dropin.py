@@ -1,5 +1,7 @@
 """make bench-dropin's arithmetic: spreads over repeats, invalid repeats left out, claims only without overlap."""
 
+import subprocess
+
 from loadtests.bench_dropin import aggregate, verdicts
 
 
@@ -39,3 +41,18 @@ def test_a_goal_or_a_difference_is_claimed_only_when_the_repeats_do_not_straddle
     assert any("not decided" in line for line in lines if line.startswith("goal tf-grpc"))
     assert any("no measurable difference" in line for line in lines if line.startswith("grpc:"))
     assert not [line for line in verdicts("mobilenet", close) if line.startswith("goal")]  # goals are tiny's
+
+
+def test_the_record_names_the_commit_and_whether_the_tree_differed_from_it(tmp_path):
+    from common.environment import source_revision
+
+    assert source_revision(tmp_path) is None  # not a checkout
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "a.py").write_text("x = 1\n")
+    subprocess.run([*git, "add", "a.py"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], cwd=tmp_path, check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    assert source_revision(tmp_path) == head
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert source_revision(tmp_path) == f"{head}+changes"
