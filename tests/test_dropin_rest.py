@@ -356,11 +356,16 @@ def test_concurrent_predicts_all_answer(server, references):
     assert all(status == 200 and _max_delta(a["predictions"], references[2]) <= 1e-5 for status, a in results)
 
 
+def _batching_core(savedmodel_versions, tmp_path, batching: BatchingParameters) -> DropInCore:
+    """A core serving version 2 of tiny with server-side batching."""
+    core = DropInCore([ModelConfig("tiny", savedmodel_versions.copy_to(tmp_path / "tiny", 2))], batching=batching)
+    core.poll()
+    return core
+
+
 def test_request_timeout_answers_504_deadline_exceeded(savedmodel_versions, tmp_path, references):
     """One deadline, the core's: a request left waiting for its batch past --rest_api_timeout_in_ms gets 504."""
-    base = savedmodel_versions.copy_to(tmp_path / "tiny", 2)
-    patient = DropInCore([ModelConfig("tiny", base)], batching=BatchingParameters(batch_timeout_micros=3_000_000))
-    patient.poll()
+    patient = _batching_core(savedmodel_versions, tmp_path, BatchingParameters(batch_timeout_micros=3_000_000))
     server = _serve(patient, timeout_ms=100)
     try:
         status, answer = _json(server.port, "POST", "/v1/models/tiny:predict", {"instances": IMAGES[:1].tolist()})
@@ -379,10 +384,8 @@ def test_request_timeout_answers_504_deadline_exceeded(savedmodel_versions, tmp_
 def test_predicts_wait_for_their_batch_without_holding_a_rest_thread(savedmodel_versions, tmp_path, references):
     """With one REST thread, four concurrent predicts still form one batch: they wait on the event loop, not on the
     pool (where each would wait out the batch timeout alone)."""
-    base = savedmodel_versions.copy_to(tmp_path / "tiny", 2)
     batching = BatchingParameters(max_batch_size=32, batch_timeout_micros=1_000_000)
-    core = DropInCore([ModelConfig("tiny", base)], batching=batching)
-    core.poll()
+    core = _batching_core(savedmodel_versions, tmp_path, batching)
     server = _serve(core, num_threads=1)
     results, barrier = [None] * 4, threading.Barrier(4)
 
@@ -403,9 +406,7 @@ def test_predicts_wait_for_their_batch_without_holding_a_rest_thread(savedmodel_
 
 
 def test_a_rest_request_past_its_deadline_is_left_out_of_its_batch(savedmodel_versions, tmp_path):
-    base = savedmodel_versions.copy_to(tmp_path / "tiny", 2)
-    core = DropInCore([ModelConfig("tiny", base)], batching=BatchingParameters(batch_timeout_micros=300_000))
-    core.poll()
+    core = _batching_core(savedmodel_versions, tmp_path, BatchingParameters(batch_timeout_micros=300_000))
     server = _serve(core, timeout_ms=50)
     try:
         status, answer = _json(server.port, "POST", "/v1/models/tiny:predict", {"instances": IMAGES[:1].tolist()})

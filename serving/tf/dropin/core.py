@@ -196,7 +196,9 @@ class DropInCore:
         with self._counting(ref, "predict"):
             servable, signature, checked = self._checked(ref, inputs, output_filter)
             if not self._batches(signature, checked):
-                return await run_blocking(self.run_predict, ref, inputs, output_filter, deadline, servable)
+                outputs = await run_blocking(self._run_checked, ref, servable, signature, checked, output_filter,
+                                             deadline)
+                return servable, outputs
             try:
                 outputs = await self.batcher.run_async(servable, ref.signature, checked, deadline)
             except InvalidArgument as exc:
@@ -207,6 +209,11 @@ class DropInCore:
                     deadline: float | None, servable: Servable | None = None) -> tuple[Servable, dict[str, np.ndarray]]:
         """predict() uncounted, on the servable `ref` names or on the one given (a version warming up)."""
         servable, signature, checked = self._checked(ref, inputs, output_filter, servable)
+        return servable, self._run_checked(ref, servable, signature, checked, output_filter, deadline)
+
+    def _run_checked(self, ref: ModelRef, servable: Servable, signature: Signature, checked: dict[str, np.ndarray],
+                     output_filter: list[str], deadline: float | None) -> dict[str, np.ndarray]:
+        """Run checked inputs, through the batcher when they batch; blocks until the outputs are there."""
         try:
             if self._batches(signature, checked):
                 outputs = self.batcher.run(servable, ref.signature, checked, deadline)
@@ -214,7 +221,7 @@ class DropInCore:
                 outputs = servable.run(ref.signature, checked, output_filter, deadline)
         except InvalidArgument as exc:
             raise _with_shape_hint(signature, checked, exc) from None
-        return servable, _filtered(outputs, output_filter)
+        return _filtered(outputs, output_filter)
 
     def _checked(self, ref: ModelRef, inputs: dict[str, np.ndarray], output_filter: list[str],
                  servable: Servable | None = None) -> tuple[Servable, Signature, dict[str, np.ndarray]]:

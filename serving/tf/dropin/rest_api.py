@@ -96,12 +96,13 @@ class RestApi:
 
     async def dispatch_async(self, method: str, raw_path: str, body: bytes, run_blocking: RunBlocking) -> Response:
         """dispatch() for an event loop. A :predict is decoded on the loop and, when it batches, waits for its batch
-        without a thread: two thread switches fewer per request, which took tiny's REST throughput from 953
-        [878-1,012] to 1,214 [1,137-1,227] req/s (drop-in on one core of the 2-core development machine, locust on the
-        other, 8 users, 3 interleaved runs each). Every other request runs dispatch() through run_blocking."""
+        without a thread (core.predict_async) instead of being handed to a REST thread and back, which took tiny's
+        REST throughput from 953 [878-1,012] to 1,214 [1,137-1,227] req/s (drop-in on one core of the 2-core
+        development machine, locust on the other, 8 users, 3 interleaved runs each). Every other request runs
+        dispatch() through run_blocking."""
         path = raw_path.split("?", 1)[0]
         ref = self._predict_ref(method, path)
-        if ref is None or self.core.batcher is None:
+        if ref is None:
             return await run_blocking(self.dispatch, method, raw_path, body)
         try:
             request = json_tensor.parse_request_body(body)
