@@ -117,6 +117,7 @@ INTEGRATION_TESTS = {
     "tests/test_cli.py::test_training_on_an_image_folder_uses_its_class_names",
     "tests/test_dropin_core.py::test_a_bad_config_file_stops_the_server_at_once_with_one_line",
     "tests/test_dropin_core.py::test_tflite_models_are_served_with_and_without_a_signature_def",
+    "tests/test_dropin_tf_serving.py::test_predict_batching",
     "tests/test_prereqs.py::test_everything_present_is_one_line_and_success",
     "tests/test_training.py::test_same_seed_gives_same_weights_and_accuracy",
     "tests/test_training.py::test_tf_trainer_exports_pass_the_parity_gate",

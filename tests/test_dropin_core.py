@@ -266,7 +266,9 @@ def test_unknown_flags_are_rejected_by_name(tmp_path):
 
 
 @pytest.mark.parametrize(("option", "text", "says"), [
-    ("--model_config_file", "improperly formatted file", "cannot read --model_config_file"),  # TF Serving's testdata
+    # TF Serving's testdata/bad_model_config.txt; its suite's testBadModelConfig looks for this phrase in stderr
+    ("--model_config_file", "improperly formatted file",
+     "Error parsing text-format tensorflow.serving.ModelServerConfig"),
     ("--monitoring_config_file", "prometheus_config { enable: true", "cannot parse MonitoringConfig"),
     ("--ssl_config_file", 'server_key: "unterminated', "Error parsing text-format tensorflow.serving.SSLConfig"),
     ("--ssl_config_file", 'server_key: "k" server_cert: "c" client_verify: true', "client_verify needs custom_ca"),

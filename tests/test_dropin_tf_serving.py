@@ -46,6 +46,9 @@ from tests.conftest import run_module
 
 RPC_TIMEOUT = 20.0
 VERSION = 123
+# the example batching parameters file of TF Serving's serving_config docs
+BATCHING_CONFIG = ("max_batch_size { value: 128 }\nbatch_timeout_micros { value: 0 }\n"
+                   "max_enqueued_batches { value: 1000000 }\nnum_batch_threads { value: 8 }\n")
 # TF Serving's testdata/monitoring_config.txt, as written there
 MONITORING_CONFIG = 'prometheus_config: {\n  enable: true,\n  path: "/monitoring/prometheus/metrics"\n}\n'
 
@@ -220,6 +223,20 @@ def test_multi_inference(saved_models, model):
 def test_predict_saved_model(saved_models, specify_output):
     """x of shape [1] where the signature declares [-1, 1]: TF Serving hands it to TensorFlow, which answers."""
     assert _predict(saved_models.grpc, specify_output=specify_output) == 3.0
+
+
+def test_predict_batching(tmp_path):
+    """testPredictBatching: the same predictions through --enable_batching and TF Serving's example parameters."""
+    batching = tmp_path / "batching_config.txt"
+    batching.write_text(BATCHING_CONFIG)
+    base = models.half_plus_n_tf1(tmp_path / "half_plus_two")
+    server = Server(tmp_path, "batching", ["--model_name=default", f"--model_base_path={base}",
+                                           "--enable_batching", f"--batching_parameters_file={batching}"])
+    try:
+        server.wait_ready("default")
+        assert [_predict(server.grpc, specify_output=s) for s in (True, False)] == [3.0, 3.0]
+    finally:
+        server.stop()
 
 
 def test_good_model_config(saved_models):
