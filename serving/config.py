@@ -62,6 +62,8 @@ class DeployConfig:
     # TorchServe's tokens expire (its default: 60 minutes, after which every request is refused until a
     # redeploy or a renewal); a day lasts through tuning, several sweeps and a soak.
     ts_token_expiration_min: int = field(default_factory=lambda: _env_int("TS_TOKEN_EXPIRATION_MIN", 24 * 60))
+    # TorchServe's logging: the project's serving/torch/log4j2.xml, or TorchServe's built-in configuration
+    ts_logging: str = field(default_factory=lambda: os.environ.get("TS_LOGGING", "project"))  # project|torchserve
     # The CPUs both servers run on (SERVER_CPUSET=auto|all|1,2); the load generator gets the others.
     server_cpus: list[int] | None = field(default_factory=lambda: parse_server_cpus(os.environ.get("SERVER_CPUSET",
                                                                                                    "auto")))
@@ -76,6 +78,8 @@ class DeployConfig:
             raise UsageError(f"TS_SERVER must be auto, compose or native, got {self.ts_server!r}")
         if min(self.ts_workers, self.ts_batch_size) < 1 or self.ts_max_batch_delay_ms < 0:
             raise UsageError("TS_WORKERS and TS_BATCH_SIZE must be at least 1, TS_MAX_BATCH_DELAY_MS at least 0")
+        if self.ts_logging not in ("project", "torchserve"):
+            raise UsageError(f"TS_LOGGING must be project or torchserve, got {self.ts_logging!r}")
         if self.ts_token_expiration_min < 1:
             raise UsageError(f"TS_TOKEN_EXPIRATION_MIN must be at least 1 minute, got {self.ts_token_expiration_min}")
 

@@ -46,7 +46,7 @@ from serving.record import (
     write_record,
 )
 from serving.tf.dropin import SERVER_IDENTITY as DROPIN_IDENTITY
-from serving.torch.server import ServerError, TorchServe, TorchServeConfig, read_keys, token_expiry
+from serving.torch.server import LOG_CONFIG, ServerError, TorchServe, TorchServeConfig, read_keys, token_expiry
 
 
 def _check_ports_free(ports: dict[str, int]) -> None:
@@ -337,7 +337,8 @@ def torchserve_config(cfg: DeployConfig) -> TorchServeConfig:
         metrics_port=cfg.ts_metrics_port, grpc_inference_port=cfg.ts_grpc_port,
         grpc_management_port=cfg.ts_grpc_management_port, workers=cfg.ts_workers, batch_size=cfg.ts_batch_size,
         max_batch_delay_ms=cfg.ts_max_batch_delay_ms, token_auth=cfg.ts_token_auth,
-        token_expiration_min=cfg.ts_token_expiration_min, cpus=cfg.server_cpus, threads=cfg.server_thread_count)
+        token_expiration_min=cfg.ts_token_expiration_min, cpus=cfg.server_cpus, threads=cfg.server_thread_count,
+        log_config=LOG_CONFIG if cfg.ts_logging == "project" else None)
 
 
 def choose_torch_server(cfg: DeployConfig) -> str:
@@ -393,7 +394,8 @@ def deploy_torch(cfg: DeployConfig) -> DeployRecord:
     else:
         server = TorchServe(ts_cfg).start(timeout=cfg.ready_timeout_s)
         started = {"pgid": server.process.pid, "log": str(ts_cfg.log_file)}
-    knobs = TorchKnobs(cfg.ts_workers, cfg.ts_batch_size, cfg.ts_max_batch_delay_ms, cfg.ts_token_auth, threads)
+    knobs = TorchKnobs(cfg.ts_workers, cfg.ts_batch_size, cfg.ts_max_batch_delay_ms, cfg.ts_token_auth, threads,
+                       logging=cfg.ts_logging if mode != "compose" else None)
     record = write_record(cfg.run_dir, DeployRecord(
         "torch", mode, identity, cfg.model, ports, knobs, cpus=cfg.server_cpus if mode != "compose" else None,
         key_file=str(ts_cfg.key_file) if cfg.ts_token_auth else None, **started))

@@ -44,6 +44,7 @@ class TorchKnobs:
     max_batch_delay_ms: int
     token_auth: bool
     threads: dict[str, int] | None = None  # as TfKnobs.threads: config.properties keys, JVM flag, environment
+    logging: str | None = None  # "project" (serving/torch/log4j2.xml), "torchserve" (built in); None: unknown
 
 
 Knobs = TfKnobs | TorchKnobs

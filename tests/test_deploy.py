@@ -52,7 +52,8 @@ def test_status_records_identity_ports_and_knobs(deployed):
     assert records["tf"]["knobs"]["enable_batching"] is True
     assert records["tf"]["knobs"]["max_batch_size"] == 32  # in effect: read from serving/tf/batching.config
     torch_knobs = {key: value for key, value in records["torch"]["knobs"].items() if key != "threads"}
-    assert torch_knobs == {"workers": 1, "batch_size": 8, "max_batch_delay_ms": 5, "token_auth": True}
+    assert torch_knobs == {"workers": 1, "batch_size": 8, "max_batch_delay_ms": 5, "token_auth": True,
+                           "logging": "project"}
     assert records["tf"]["ports"]["rest"] == int(env["TF_REST_PORT"])
 
 

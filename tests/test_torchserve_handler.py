@@ -3,12 +3,14 @@
 import http.client
 import http.server
 import json
+import re
 import socket
 import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
+import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ import pytest
 from common.procs import free_port, port_open
 from model.checkpoint import load_checkpoint
 from model.reference import build_both
-from serving.torch.server import ServerError, TorchServe, TorchServeConfig
+from serving.torch.server import LOG_CONFIG, ServerError, TorchServe, TorchServeConfig
 
 MAX_REQUEST_BYTES = 4_000_000
 
@@ -91,6 +93,29 @@ def test_bad_input_gets_400_with_a_message_and_the_server_keeps_serving(torchser
     images, reference = test_images
     status, answer = _post(torchserve, json.dumps({"instances": images[:2].tolist()}).encode())
     assert status == 200 and np.argmax(answer["predictions"], 1).tolist() == reference[:2].argmax(1).tolist()
+
+
+def test_each_log_line_goes_once_to_its_own_file_and_standard_output_gets_warnings_only(torchserve, test_images):
+    """serving/torch/log4j2.xml in the real TorchServe. Built in, TorchServe writes its own lines twice to ts_log,
+    every line of every log to standard output (the deploy log, never rotated) and two DEBUG lines per request."""
+    status, _ = _post(torchserve, json.dumps({"instances": test_images[0][:1].tolist()}).encode())
+    assert status == 200
+    logs = torchserve.config.run_dir / "logs"
+    ts_log = (logs / "ts_log.log").read_text(encoding="utf-8")
+    stdout = torchserve.config.log_file.read_text(encoding="utf-8", errors="replace")
+    assert "POST /predictions/tiny" in (logs / "access_log.log").read_text(encoding="utf-8")
+    assert ts_log.count("Torchserve version:") == 1 and "[DEBUG]" not in ts_log and "ACCESS_LOG" not in ts_log
+    assert not re.search(r"\[(INFO |DEBUG)\]", stdout), stdout[-2000:]
+
+
+def test_log_files_roll_over_without_gzip():
+    """Gzipping a full 100 MB log runs on the server's own CPU: at 70 % of saturation every rollover overflowed
+    the job queue (README). Rollover is a rename; TorchServe's own classes log at INFO."""
+    config = ET.parse(LOG_CONFIG).getroot()
+    patterns = [appender.get("filePattern") for appender in config.iter("RollingFile")]
+    assert len(patterns) == 5 and all(pattern.endswith(".%i.log") for pattern in patterns), patterns
+    levels = {logger.get("name"): logger.get("level") for logger in config.iter("Logger")}
+    assert levels["org.pytorch.serve"] == "info"
 
 
 def test_a_body_over_the_size_limit_gets_413_and_the_server_keeps_serving(torchserve, test_images):

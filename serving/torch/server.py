@@ -24,6 +24,9 @@ from pathlib import Path
 from common.procs import free_port, log_tail, start_group, stop_group, wait_http_ok
 from serving.torch.management import Management, ManagementError
 
+# TorchServe's own log files, rolled over without gzip on the serving CPU and each line written once (why: the file)
+LOG_CONFIG = Path(__file__).resolve().with_name("log4j2.xml")
+
 
 class ServerError(RuntimeError):
     """A server did not start or answer; the message carries its log tail."""
@@ -49,6 +52,7 @@ class TorchServeConfig:
     cpus: list[int] | None = None  # pinned at start, so the worker's thread pools are sized for these CPUs
     threads: int | None = None  # every thread pool's size (the CPUs it runs on); None: TorchServe's own defaults
     max_request_bytes: int = 64 * 1024 * 1024
+    log_config: Path | None = LOG_CONFIG  # None: TorchServe's built-in log4j2 configuration
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -208,6 +212,8 @@ class TorchServe:
                    "--model-store", str(cfg.model_store.resolve())]
         if not cfg.token_auth:
             command.append("--disable-token-auth")
+        if cfg.log_config:
+            command += ["--log-config", str(cfg.log_config)]
         self.process = start_group(command, cfg.log_file, cwd=cfg.run_dir, env=env, cpus=cfg.cpus)
         try:
             self._wait_ready(timeout)
